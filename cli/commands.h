@@ -1,0 +1,19 @@
+// The groklab subcommands. Each add_*_command registers one top-level
+// subcommand (and its callback) on the CLI11 app; main.cpp wires them.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace groklab::cli {
+
+void add_plugins_command(CLI::App& app);
+void add_ledger_command(CLI::App& app);
+void add_compose_command(CLI::App& app);
+
+// Thrown by a command to exit with a message and status, without a stack of
+// logs: main prints "groklab: <what>" and returns code.
+struct Exit {
+  int code;
+};
+
+}  // namespace groklab::cli

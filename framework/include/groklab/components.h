@@ -1,0 +1,99 @@
+// The four component interfaces a plugin implements: Task, Architecture
+// (building a Model), Optimizer and Metric. Includes LibTorch; include it only
+// where tensors are used.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/serialize/archive.h>
+#include <torch/types.h>
+
+#include "groklab/export.h"
+#include "groklab/registry.h"
+
+namespace groklab {
+
+// Shapes a task imposes on a model.
+struct TaskSpec {
+  int64_t vocab_size = 0;   // input tokens are in [0, vocab_size)
+  int64_t seq_len = 0;      // inputs are [batch, seq_len]
+  int64_t num_classes = 0;  // logits are [batch, L, num_classes]
+};
+
+// A batch of examples. targets holds -1 where a position carries no loss.
+struct Batch {
+  torch::Tensor inputs;   // [B, T] int64 tokens
+  torch::Tensor targets;  // [B, T] int64 classes, -1 = ignored
+};
+
+// A dataset with named splits; the first split is the training split.
+class GROKLAB_API Task {
+ public:
+  virtual ~Task();
+  virtual TaskSpec spec() const = 0;
+  // Builds the splits deterministically from seed (the data-split stream).
+  virtual void prepare(uint64_t seed) = 0;
+  virtual std::vector<std::string> splits() const = 0;
+  virtual int64_t size(const std::string& split) const = 0;
+  // The examples of split at the given int64 indices.
+  virtual Batch batch(const std::string& split, const torch::Tensor& indices) const = 0;
+  // Per-example correctness [B] (bool) of logits [B, L, C] aligned with the
+  // last L target positions. Default: argmax right at every scored position.
+  virtual torch::Tensor correct(const torch::Tensor& logits, const Batch& batch) const;
+};
+
+// A trainable network. forward() maps inputs [B, T] to logits [B, L, C]
+// aligned with the last L positions of the targets (L = 1 reads out the last
+// position only).
+class GROKLAB_API Model : public torch::nn::Module {
+ public:
+  ~Model() override;
+  virtual torch::Tensor forward(const torch::Tensor& inputs) = 0;
+};
+
+// Builds models. Initialisation draws from torch's default generator, which
+// the trainer seeds from the run's parameter-init stream just before build().
+class GROKLAB_API Architecture {
+ public:
+  virtual ~Architecture();
+  virtual std::shared_ptr<Model> build(const TaskSpec& spec) const = 0;
+};
+
+// Updates parameters from their gradients and owns its state.
+class GROKLAB_API Optimizer {
+ public:
+  virtual ~Optimizer();
+  // Called once with the model's named parameters before the first step.
+  virtual void attach(const std::vector<std::pair<std::string, torch::Tensor>>& params) = 0;
+  // Applies one update; step counts from 1.
+  virtual void step(int64_t step) = 0;
+  virtual void zero_grad();
+  // Optimizer state for checkpoints, keyed by parameter name.
+  virtual void save(torch::serialize::OutputArchive& archive) const = 0;
+  virtual void load(torch::serialize::InputArchive& archive) = 0;
+
+ protected:
+  std::vector<std::pair<std::string, torch::Tensor>> params_;
+};
+
+// What a metric sees at an evaluation.
+struct EvalContext {
+  Model* model = nullptr;
+  const Task* task = nullptr;
+  int64_t step = 0;
+  uint64_t seed = 0;  // this evaluation's metric-sampling seed
+};
+
+// Measures a model; returns named scalar values for the series.
+class GROKLAB_API Metric {
+ public:
+  virtual ~Metric();
+  virtual std::map<std::string, double> evaluate(const EvalContext& ctx) = 0;
+};
+
+}  // namespace groklab

@@ -1,0 +1,30 @@
+#include "groklab/components.h"
+
+#include <torch/torch.h>
+
+namespace groklab {
+
+// Out-of-line virtual destructors anchor each interface's vtable and
+// type_info in libgroklab, so host and plugins agree on them.
+Task::~Task() = default;
+Model::~Model() = default;
+Architecture::~Architecture() = default;
+Optimizer::~Optimizer() = default;
+Metric::~Metric() = default;
+
+torch::Tensor Task::correct(const torch::Tensor& logits, const Batch& batch) const {
+  const int64_t L = logits.size(1);
+  auto targets = batch.targets.narrow(1, batch.targets.size(1) - L, L);
+  auto scored = targets.ge(0);
+  auto right = logits.argmax(-1).eq(targets).logical_or(scored.logical_not());
+  return right.all(1);
+}
+
+void Optimizer::zero_grad() {
+  for (auto& p : params_) {
+    auto& g = p.second.mutable_grad();
+    if (g.defined()) g = torch::Tensor();
+  }
+}
+
+}  // namespace groklab

@@ -1,0 +1,10 @@
+// Registration functions of the built-in task components.
+#pragma once
+
+#include "groklab/registry.h"
+
+namespace groklab::tasks {
+
+void register_modular_arithmetic(Registrar& r);
+
+}  // namespace groklab::tasks
