@@ -9,6 +9,7 @@ namespace groklab::cli {
 void add_plugins_command(CLI::App& app);
 void add_ledger_command(CLI::App& app);
 void add_compose_command(CLI::App& app);
+void add_run_command(CLI::App& app);
 
 // Thrown by a command to exit with a message and status, without a stack of
 // logs: main prints "groklab: <what>" and returns code.

@@ -9,6 +9,7 @@ PACKAGES=(
   libboost-dev libboost-filesystem-dev
   libtomlplusplus-dev libxxhash-dev catch2 libspdlog-dev libfmt-dev
   libcli11-dev nlohmann-json3-dev
+  clang libclang-rt-14-dev
   python3-torch
 )
 

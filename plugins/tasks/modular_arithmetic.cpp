@@ -1,8 +1,8 @@
 // modular_arithmetic: inputs `a b =` (the token `=` is p), target (a ∘ b) mod p,
 // scored at the answer position only. Train/test split of all pairs.
 #include <algorithm>
+#include <array>
 #include <numeric>
-#include <random>
 #include <stdexcept>
 
 #include <torch/torch.h>
@@ -25,6 +25,102 @@ int64_t mod_pow(int64_t b, int64_t e, int64_t p) {
   }
   return r;
 }
+
+// CPython's random.Random (Modules/_randommodule.c and Lib/random.py), just
+// enough of it to reproduce `random.Random(seed).shuffle(list)` exactly: the
+// split then equals grok_reference.py's and other Python grokking code's.
+class PythonRandom {
+ public:
+  // random.Random(seed) for a non-negative int seed: init_by_array over the
+  // seed's 32-bit words, least significant first (one word 0 for seed 0).
+  explicit PythonRandom(uint64_t seed) {
+    std::array<uint32_t, 2> key{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)};
+    init_by_array(key.data(), (seed >> 32) != 0 ? 2 : 1);
+  }
+
+  // random.shuffle: for i = n-1 down to 1, swap x[i] with x[_randbelow(i+1)].
+  template <typename T>
+  void shuffle(std::vector<T>& x) {
+    for (size_t i = x.size() > 0 ? x.size() - 1 : 0; i > 0; --i)
+      std::swap(x[i], x[randbelow(static_cast<uint32_t>(i + 1))]);
+  }
+
+ private:
+  static constexpr int N = 624, M = 397;
+
+  // _randbelow_with_getrandbits: k = n.bit_length(); draw getrandbits(k) until < n.
+  uint32_t randbelow(uint32_t n) {
+    int k = 0;
+    while (k < 32 && (n >> k) != 0) ++k;
+    uint32_t r = getrandbits(k);
+    while (r >= n) r = getrandbits(k);
+    return r;
+  }
+
+  // getrandbits(k) for 1 <= k <= 32: the top k bits of one 32-bit output.
+  uint32_t getrandbits(int k) { return genrand_uint32() >> (32 - k); }
+
+  void init_genrand(uint32_t s) {
+    mt_[0] = s;
+    for (int i = 1; i < N; ++i)
+      mt_[i] = 1812433253U * (mt_[i - 1] ^ (mt_[i - 1] >> 30)) + static_cast<uint32_t>(i);
+    index_ = N;
+  }
+
+  void init_by_array(const uint32_t* key, size_t key_length) {
+    init_genrand(19650218U);
+    size_t i = 1, j = 0;
+    for (size_t k = std::max<size_t>(N, key_length); k > 0; --k) {
+      mt_[i] = (mt_[i] ^ ((mt_[i - 1] ^ (mt_[i - 1] >> 30)) * 1664525U)) + key[j] +
+               static_cast<uint32_t>(j);
+      ++i;
+      ++j;
+      if (i >= N) {
+        mt_[0] = mt_[N - 1];
+        i = 1;
+      }
+      if (j >= key_length) j = 0;
+    }
+    for (size_t k = N - 1; k > 0; --k) {
+      mt_[i] = (mt_[i] ^ ((mt_[i - 1] ^ (mt_[i - 1] >> 30)) * 1566083941U)) -
+               static_cast<uint32_t>(i);
+      ++i;
+      if (i >= N) {
+        mt_[0] = mt_[N - 1];
+        i = 1;
+      }
+    }
+    mt_[0] = 0x80000000U;
+  }
+
+  // MT19937's tempered output (the same sequence as std::mt19937 from this state).
+  uint32_t genrand_uint32() {
+    static constexpr uint32_t mag01[2] = {0x0U, 0x9908b0dfU};
+    if (index_ >= N) {
+      int kk = 0;
+      for (; kk < N - M; ++kk) {
+        uint32_t y = (mt_[kk] & 0x80000000U) | (mt_[kk + 1] & 0x7fffffffU);
+        mt_[kk] = mt_[kk + M] ^ (y >> 1) ^ mag01[y & 0x1U];
+      }
+      for (; kk < N - 1; ++kk) {
+        uint32_t y = (mt_[kk] & 0x80000000U) | (mt_[kk + 1] & 0x7fffffffU);
+        mt_[kk] = mt_[kk + (M - N)] ^ (y >> 1) ^ mag01[y & 0x1U];
+      }
+      uint32_t y = (mt_[N - 1] & 0x80000000U) | (mt_[0] & 0x7fffffffU);
+      mt_[N - 1] = mt_[M - 1] ^ (y >> 1) ^ mag01[y & 0x1U];
+      index_ = 0;
+    }
+    uint32_t y = mt_[index_++];
+    y ^= (y >> 11);
+    y ^= (y << 7) & 0x9d2c5680U;
+    y ^= (y << 15) & 0xefc60000U;
+    y ^= (y >> 18);
+    return y;
+  }
+
+  std::array<uint32_t, N> mt_{};
+  int index_ = N + 1;
+};
 
 class ModularArithmetic final : public Task {
  public:
@@ -56,13 +152,10 @@ class ModularArithmetic final : public Task {
     const int64_t n = static_cast<int64_t>(a.size());
     std::vector<int64_t> order(static_cast<size_t>(n));
     std::iota(order.begin(), order.end(), 0);
-    // A Fisher–Yates shuffle with our own PRNG: std::shuffle's algorithm is
-    // not specified, so it could differ between standard libraries.
-    std::mt19937_64 rng(seed);
-    for (int64_t i = n - 1; i > 0; --i) {
-      int64_t j = static_cast<int64_t>(rng() % static_cast<uint64_t>(i + 1));
-      std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(j)]);
-    }
+    // Python's random.Random(seed).shuffle over the pairs in (a, b) row-major
+    // order, so the split equals grok_reference.py's for the same seed.
+    PythonRandom rng(seed);
+    rng.shuffle(order);
     const int64_t n_train = static_cast<int64_t>(train_fraction_ * static_cast<double>(n));
     auto inputs = torch::empty({n, 3}, torch::kLong);
     auto targets = torch::full({n, 3}, -1, torch::kLong);

@@ -64,8 +64,8 @@ class Sgd final : public Optimizer {
     for (auto& p : params_)
       if (p.second.grad().defined()) p.second.sub_(p.second.grad() * lr_);
   }
-  void save(torch::serialize::OutputArchive&) const override {}
-  void load(torch::serialize::InputArchive&) override {}
+  TensorMap state() const override { return {}; }  // plain SGD keeps no state
+  void load_state(const TensorMap&) override {}
 
  private:
   double lr_;
@@ -78,6 +78,20 @@ class ParamCount final : public Metric {
     double n = 0;
     for (const auto& p : ctx.model->parameters()) n += static_cast<double>(p.numel());
     return {{"parameters", n}};
+  }
+};
+
+// Mean cross-entropy over the whole train split: changes every step, so replay
+// tests see metric divergences.
+class TrainLoss final : public Metric {
+ public:
+  explicit TrainLoss(const Params&) {}
+  std::map<std::string, double> evaluate(const EvalContext& ctx) override {
+    auto b = ctx.task->batch("train", torch::arange(ctx.task->size("train")));
+    auto logits = ctx.model->forward(b.inputs);
+    auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(torch::kDouble),
+                                                     b.targets.reshape({-1}));
+    return {{"train_loss", loss.item<double>()}};
   }
 };
 
@@ -97,4 +111,6 @@ GROKLAB_PLUGIN(test_components, "1.2.3",
                   [](const Params& p) { return std::make_shared<Sgd>(p); });
   r.add_metric("test_param_count", "number of parameters", Schema(),
                [](const Params& p) { return std::make_shared<ParamCount>(p); });
+  r.add_metric("test_train_loss", "mean cross-entropy on the train split", Schema(),
+               [](const Params& p) { return std::make_shared<TrainLoss>(p); });
 }

@@ -10,13 +10,15 @@
 #include <vector>
 
 #include <torch/nn/module.h>
-#include <torch/serialize/archive.h>
 #include <torch/types.h>
 
 #include "groklab/export.h"
 #include "groklab/registry.h"
 
 namespace groklab {
+
+// Named tensors, sorted by name (state dicts, optimizer state).
+using TensorMap = std::map<std::string, torch::Tensor>;
 
 // Shapes a task imposes on a model.
 struct TaskSpec {
@@ -73,9 +75,12 @@ class GROKLAB_API Optimizer {
   // Applies one update; step counts from 1.
   virtual void step(int64_t step) = 0;
   virtual void zero_grad();
-  // Optimizer state for checkpoints, keyed by parameter name.
-  virtual void save(torch::serialize::OutputArchive& archive) const = 0;
-  virtual void load(torch::serialize::InputArchive& archive) = 0;
+  // All optimizer state as named tensors for checkpoints (keys such as
+  // "exp_avg.blocks.0.fc1.weight", "step"); loading it back must make the next
+  // step() bit-identical to an uninterrupted run. Checkpoints are pickled so
+  // Python's torch.load reads them: use tensors only (scalars as 0-d tensors).
+  virtual TensorMap state() const = 0;
+  virtual void load_state(const TensorMap& state) = 0;
 
  protected:
   std::vector<std::pair<std::string, torch::Tensor>> params_;

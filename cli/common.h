@@ -1,0 +1,51 @@
+// Pieces the groklab subcommands share: where the ledger is, loading plugins,
+// and the progress display of a training run.
+#pragma once
+
+#include <chrono>
+#include <string>
+
+#include "groklab/host.h"
+#include "groklab/trainer.h"
+
+namespace groklab::cli {
+
+// The ledger directory: the --ledger value if given, else $GROKLAB_LEDGER,
+// else ./groklab-ledger.
+std::string ledger_dir(const std::string& option);
+
+// A host with every plugin from the default search path loaded; broken
+// libraries are logged as warnings.
+void load_plugins(PluginHost& host);
+
+// Shows a run's progress: a redrawn bar on a terminal (step, steps/s, ETA,
+// latest train/test accuracy), plain log lines every few seconds otherwise.
+// Throws groklab::Interrupted from on_step after SIGINT/SIGTERM.
+class Progress final : public TrainObserver {
+ public:
+  Progress(std::string label, int64_t total_steps);
+  ~Progress() override;
+  void on_step(int64_t step, double loss) override;
+  void on_eval(int64_t step, const std::map<std::string, double>& values) override;
+  void on_checkpoint(const Checkpoint& ckpt) override {}
+  // Ends the bar's line (call once the run is over).
+  void finish();
+
+ private:
+  void draw(int64_t step, bool force);
+  std::string label_;
+  int64_t total_;
+  int64_t first_step_ = -1;
+  int64_t last_step_ = 0;
+  int64_t drawn_step_ = -1;
+  double loss_ = 0;
+  bool tty_;
+  bool finished_ = false;
+  std::string metrics_;
+  std::chrono::steady_clock::time_point start_, last_draw_;
+};
+
+// Installs SIGINT/SIGTERM handlers that ask Progress to stop the run.
+void install_interrupt_handlers();
+
+}  // namespace groklab::cli

@@ -1,0 +1,92 @@
+// The deterministic trainer: task → batches, architecture → model,
+// optimizer → updates, metrics on the eval cadence, checkpoints on the
+// checkpoint cadence. Torch-free header; what the trainer produces reaches the
+// caller through a TrainObserver (the ledger recorder, or a replay checker).
+//
+//   groklab::Trainer t(config, host.registry());
+//   MyObserver obs;
+//   t.run(obs);
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "groklab/export.h"
+#include "groklab/manifest.h"
+#include "groklab/registry.h"
+
+namespace groklab {
+
+// The purposes that get their own random stream. Adding one never shifts the
+// others: each stream's seed depends only on the root seed and its name.
+struct Seeds {
+  uint64_t root = 0;
+  uint64_t init = 0;     // parameter initialisation (torch's default generator before build())
+  uint64_t split = 0;    // the task's train/test split (Task::prepare)
+  uint64_t order = 0;    // minibatch order
+  uint64_t dropout = 0;  // torch's default generator during training
+  uint64_t metric = 0;   // metric sampling (mixed with the step)
+};
+
+// Returns the streams of a root seed. policy "derived" (the default): each
+// stream is XXH3-64(root, name); "shared": every stream is the root itself,
+// as a plain script that calls torch.manual_seed(seed) and Random(seed) does.
+GROKLAB_API Seeds derive_seeds(uint64_t root, const std::string& policy = "derived");
+
+// A checkpoint as the trainer hands it over.
+struct Checkpoint {
+  int64_t step = 0;
+  std::string bytes;        // a pickle (torch.load reads it): model, optimizer, rng, cursor
+  std::string params_hash;  // XXH3-128 over (name, dtype, shape, bytes) of every parameter
+  std::vector<std::pair<std::string, std::string>> tensor_hashes;  // per parameter, by name
+};
+
+// Receives what a run produces, in order.
+class GROKLAB_API TrainObserver {
+ public:
+  virtual ~TrainObserver();
+  // After each evaluation (every eval_every steps and at the last step).
+  virtual void on_eval(int64_t step, const std::map<std::string, double>& values) = 0;
+  // After each checkpoint (every checkpoint_every steps and at the last step).
+  virtual void on_checkpoint(const Checkpoint& ckpt) = 0;
+  // After every step, with its training loss (progress display).
+  virtual void on_step(int64_t step, double loss) {}
+};
+
+// Where a run starts and stops.
+struct TrainPlan {
+  std::string resume_from;  // checkpoint bytes to restore ("" = fresh start)
+  int64_t stop_step = 0;    // last step to run (0 = run.steps)
+};
+
+class GROKLAB_API Trainer {
+ public:
+  // Builds the components from the registry; throws std::runtime_error
+  // naming the component if a factory fails.
+  Trainer(const ResolvedConfig& config, const Registry& registry);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  const Seeds& seeds() const;
+  // Trains per the plan, reporting to obs. Returns the last step run.
+  int64_t run(TrainObserver& obs, const TrainPlan& plan = {});
+
+  // The step a checkpoint was taken at.
+  static int64_t checkpoint_step(const std::string& bytes);
+  // The per-parameter hashes of a checkpoint, by name.
+  static std::vector<std::pair<std::string, std::string>> checkpoint_tensor_hashes(const std::string& bytes);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Sets LibTorch's intra-op threads (and, once per process, inter-op threads);
+// call before any tensor work.
+GROKLAB_API void set_threads(int64_t threads);
+
+}  // namespace groklab

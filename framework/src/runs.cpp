@@ -1,0 +1,510 @@
+#include "groklab/runs.h"
+
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <random>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+#include <torch/version.h>
+
+#include "groklab/environment.h"
+#include "groklab/plugin.h"
+
+namespace groklab {
+
+using nlohmann::json;
+
+namespace {
+
+std::string self_hash() {
+  static const std::string h = [] {
+    try {
+      return ledger::hash_file("/proc/self/exe");
+    } catch (const std::exception&) {
+      return std::string("unknown");
+    }
+  }();
+  return h;
+}
+
+std::string self_path() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+}
+
+// CPU model name and the ISA flags that change which kernels run.
+json cpu_info() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line, model, flags;
+  while (std::getline(in, line) && (model.empty() || flags.empty())) {
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string key = line.substr(0, line.find_last_not_of(" \t", colon - 1) + 1);
+    std::string value = colon + 2 <= line.size() ? line.substr(colon + 2) : "";
+    if (key == "model name" && model.empty()) model = value;
+    if (key == "flags" && flags.empty()) flags = value;
+  }
+  static const std::set<std::string> relevant = {
+      "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512dq", "avx512cd", "avx512bw",
+      "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8"};
+  std::istringstream is(flags);
+  std::string f, isa;
+  while (is >> f)
+    if (relevant.count(f)) isa += (isa.empty() ? "" : " ") + f;
+  return {{"model", model}, {"isa", isa}, {"cores", static_cast<int64_t>(::sysconf(_SC_NPROCESSORS_ONLN))}};
+}
+
+std::string os_info() {
+  struct utsname u;
+  if (::uname(&u) != 0) return "unknown";
+  return std::string(u.sysname) + " " + u.release + " " + u.machine;
+}
+
+void flatten(const json& j, const std::string& prefix, std::map<std::string, std::string>& out) {
+  if (j.is_object()) {
+    for (auto it = j.begin(); it != j.end(); ++it)
+      flatten(it.value(), prefix.empty() ? it.key() : prefix + "." + it.key(), out);
+  } else {
+    out[prefix] = j.is_string() ? j.get<std::string>() : j.dump();
+  }
+}
+
+json seeds_json(const Seeds& s, const std::string& policy) {
+  return {{"root", s.root},       {"init", s.init},     {"split", s.split}, {"order", s.order},
+          {"dropout", s.dropout}, {"metric", s.metric}, {"policy", policy}};
+}
+
+json metrics_json(const std::map<std::string, double>& m) {
+  json j = json::object();
+  for (const auto& [k, v] : m) j[k] = std::isfinite(v) ? json(v) : json(std::to_string(v));
+  return j;
+}
+
+// Records a run's evaluations and checkpoints in the ledger as they happen.
+class Recorder final : public TrainObserver {
+ public:
+  Recorder(ledger::Ledger& ledger, std::string run_id, TrainObserver* progress)
+      : ledger_(ledger), run_id_(std::move(run_id)), progress_(progress) {}
+
+  void on_step(int64_t step, double loss) override {
+    if (progress_) progress_->on_step(step, loss);
+  }
+  void on_eval(int64_t step, const std::map<std::string, double>& values) override {
+    series_.push_back({{"step", step}, {"values", metrics_json(values)}});
+    last_metrics_ = values;
+    if (progress_) progress_->on_eval(step, values);
+  }
+  void on_checkpoint(const Checkpoint& c) override {
+    std::string ckpt = ledger_.objects().put(c.bytes);
+    std::string series = ledger_.objects().put(series_.dump());
+    ledger_.append({{"kind", "checkpoint"},
+                    {"run", run_id_},
+                    {"time", ledger::utc_timestamp()},
+                    {"step", c.step},
+                    {"params_hash", c.params_hash},
+                    {"objects", {{"checkpoint", ckpt}, {"series", series}}}});
+    checkpoints_.push_back({{"step", c.step}, {"params_hash", c.params_hash}, {"object", ckpt}});
+    last_params_hash_ = c.params_hash;
+    if (progress_) progress_->on_checkpoint(c);
+  }
+
+  json series_ = json::array();
+  json checkpoints_ = json::array();
+  std::map<std::string, double> last_metrics_;
+  std::string last_params_hash_;
+
+ private:
+  ledger::Ledger& ledger_;
+  std::string run_id_;
+  TrainObserver* progress_;
+};
+
+std::string json_str(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+ResolvedConfig recorded_config(const RunRecord& rec, const ledger::Ledger& ledger,
+                               const Composer& composer, const std::vector<std::string>& overrides) {
+  const json& objs = rec.start.json.at("objects");
+  std::string text = ledger.objects().get(objs.at("config").get<std::string>());
+  return composer.compose_string(text, "<ledger run " + rec.start.id.substr(0, 12) + ">", overrides);
+}
+
+json result_entry(const std::string& run_id, const std::string& status, const Recorder& r,
+                  ledger::Ledger& ledger, double seconds, int64_t steps) {
+  json e = {{"kind", "result"},
+            {"run", run_id},
+            {"time", ledger::utc_timestamp()},
+            {"status", status},
+            {"steps", steps},
+            {"wall_seconds", seconds},
+            {"final", metrics_json(r.last_metrics_)},
+            {"params_hash", r.last_params_hash_},
+            {"checkpoints", r.checkpoints_}};
+  e["objects"] = {{"series", ledger.objects().put(r.series_.dump())}};
+  return e;
+}
+
+RunOutcome train_and_record(const ResolvedConfig& config, const PluginHost& host, ledger::Ledger& ledger,
+                            const std::string& run_id, Recorder& recorder, const TrainPlan& plan) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto seconds = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  int64_t steps = 0;
+  try {
+    Trainer trainer(config, host.registry());
+    steps = trainer.run(recorder, plan);
+  } catch (const Interrupted&) {
+    ledger.append(result_entry(run_id, "interrupted", recorder, ledger, seconds(), steps));
+    throw;
+  } catch (const std::exception& e) {
+    json r = result_entry(run_id, "failed", recorder, ledger, seconds(), steps);
+    r["error"] = e.what();
+    try {
+      ledger.append(r);
+    } catch (const std::exception&) {
+      // The ledger itself failed (disk full?): the original error matters more.
+    }
+    throw;
+  }
+  RunOutcome out;
+  out.run_id = run_id;
+  out.result_id = ledger.append(result_entry(run_id, "finished", recorder, ledger, seconds(), steps));
+  out.status = "finished";
+  out.steps = steps;
+  out.params_hash = recorder.last_params_hash_;
+  out.final_metrics = recorder.last_metrics_;
+  return out;
+}
+
+}  // namespace
+
+json environment(const PluginHost& host, int64_t threads) {
+  json plugins = json::object();
+  for (const auto& lib : host.libraries())
+    plugins[lib->name] = {{"version", lib->version}, {"hash", lib->hash}};
+  BlasInfo blas = detect_blas();
+  return {{"host", {{"hash", self_hash()}, {"version", GROKLAB_VERSION_STRING}}},
+          {"plugins", plugins},
+          {"torch", TORCH_VERSION},
+          {"blas", {{"vendor", blas.vendor}, {"version", blas.version}, {"core", blas.core}}},
+          {"threads", threads},
+          {"cpu", cpu_info()},
+          {"compiler", GROKLAB_COMPILER_TAG},
+          {"os", os_info()}};
+}
+
+std::vector<std::string> environment_diff(const json& recorded, const json& now) {
+  std::map<std::string, std::string> a, b;
+  flatten(recorded, "", a);
+  flatten(now, "", b);
+  std::set<std::string> keys;
+  for (const auto& [k, v] : a) keys.insert(k);
+  for (const auto& [k, v] : b) keys.insert(k);
+  std::vector<std::string> out;
+  for (const auto& k : keys) {
+    auto x = a.count(k) ? a[k] : std::string("(absent)");
+    auto y = b.count(k) ? b[k] : std::string("(absent)");
+    if (x != y) out.push_back(k + ": " + x + " → " + y);
+  }
+  return out;
+}
+
+std::string RunRecord::status() const {
+  if (result) return json_str(result->json, "status");
+  return "started";
+}
+
+RunRecord load_run(const ledger::Ledger& ledger, const std::string& id) {
+  const std::string full = ledger.resolve(id);
+  auto entries = ledger.entries();
+  std::string run_id;
+  for (const auto& e : entries) {
+    if (e.id != full) continue;
+    std::string kind = json_str(e.json, "kind");
+    if (kind == "run") run_id = e.id;
+    else if (e.json.contains("run")) run_id = json_str(e.json, "run");
+    if (run_id.empty())
+      throw std::runtime_error("entry " + full.substr(0, 12) + " (" + kind + ") does not belong to a run");
+  }
+  RunRecord rec;
+  std::map<int64_t, ledger::Entry> ckpts;
+  bool found = false;
+  for (auto& e : entries) {
+    std::string kind = json_str(e.json, "kind");
+    if (e.id == run_id && kind == "run") {
+      rec.start = e;
+      found = true;
+    } else if (json_str(e.json, "run") == run_id) {
+      if (kind == "checkpoint") ckpts[e.json.at("step").get<int64_t>()] = e;
+      else if (kind == "resume") rec.resumes.push_back(e);
+      else if (kind == "result") rec.result = e;
+      else if (kind == "replay") rec.replays.push_back(e);
+    }
+  }
+  if (!found) throw std::runtime_error("no run entry " + run_id.substr(0, 12) + " in the ledger");
+  for (auto& [step, e] : ckpts) rec.checkpoints.push_back(e);
+  return rec;
+}
+
+RunOutcome run_recorded(const ResolvedConfig& config, const PluginHost& host, ledger::Ledger& ledger,
+                        const Provenance& provenance, TrainObserver* progress) {
+  const std::string text = config.canonical();
+  const std::string config_object = ledger.objects().put(text);
+  Seeds seeds = derive_seeds(config.run.seed, config.run.seed_streams);
+  json plugins = json::array();
+  for (const auto& lib : host.libraries())
+    plugins.push_back({{"name", lib->name}, {"version", lib->version}, {"hash", lib->hash}, {"path", lib->path}});
+  json start = {{"kind", "run"},
+                {"time", ledger::utc_timestamp()},
+                {"config_hash", config.hash()},
+                {"components",
+                 {{"task", config.task.plugin},
+                  {"architecture", config.architecture.plugin},
+                  {"optimizer", config.optimizer.plugin}}},
+                {"seeds", seeds_json(seeds, config.run.seed_streams)},
+                {"environment", environment(host, config.run.threads)},
+                {"plugins", plugins},
+                {"host_path", self_path()},
+                {"manifest", provenance.manifest},
+                {"overrides", provenance.overrides},
+                {"status", "started"},
+                {"objects", {{"config", config_object}}}};
+  if (!provenance.sweep.empty()) start["sweep"] = provenance.sweep;
+  const std::string run_id = ledger.append(start);
+  Recorder recorder(ledger, run_id, progress);
+  return train_and_record(config, host, ledger, run_id, recorder, {});
+}
+
+RunOutcome resume_recorded(const std::string& run, const PluginHost& host, const Composer& composer,
+                           ledger::Ledger& ledger, TrainObserver* progress) {
+  RunRecord rec = load_run(ledger, run);
+  const std::string status = rec.status();
+  if (status == "finished")
+    throw std::runtime_error("run " + rec.start.id.substr(0, 12) + " already finished; nothing to resume");
+  ResolvedConfig config = recorded_config(rec, ledger, composer, {});
+  if (config.hash() != json_str(rec.start.json, "config_hash"))
+    throw std::runtime_error("run " + rec.start.id.substr(0, 12) +
+                             ": its recorded config no longer resolves to the recorded hash "
+                             "(a plugin's schema changed); cannot resume it bit-exactly");
+  Recorder recorder(ledger, rec.start.id, progress);
+  TrainPlan plan;
+  int64_t from = 0;
+  if (!rec.checkpoints.empty()) {
+    const auto& last = rec.checkpoints.back().json;
+    from = last.at("step").get<int64_t>();
+    plan.resume_from = ledger.objects().get(last.at("objects").at("checkpoint").get<std::string>());
+    recorder.series_ = json::parse(ledger.objects().get(last.at("objects").at("series").get<std::string>()));
+    for (const auto& c : rec.checkpoints)
+      recorder.checkpoints_.push_back({{"step", c.json.at("step")},
+                                       {"params_hash", c.json.at("params_hash")},
+                                       {"object", c.json.at("objects").at("checkpoint")}});
+    recorder.last_params_hash_ = json_str(last, "params_hash");
+    if (!recorder.series_.empty()) {
+      for (auto& [k, v] : recorder.series_.back().at("values").items())
+        if (v.is_number()) recorder.last_metrics_[k] = v.get<double>();
+    }
+  }
+  ledger.append({{"kind", "resume"},
+                 {"run", rec.start.id},
+                 {"time", ledger::utc_timestamp()},
+                 {"from_step", from},
+                 {"previous_status", status},
+                 {"environment", environment(host, config.run.threads)}});
+  return train_and_record(config, host, ledger, rec.start.id, recorder, plan);
+}
+
+namespace {
+
+// Compares a replay against the record as it runs; stops at the first
+// divergent checkpoint.
+class Comparer final : public TrainObserver {
+ public:
+  struct Stop {};
+  Comparer(const ledger::Ledger& ledger, const json& series, const json& checkpoints, TrainObserver* progress)
+      : ledger_(ledger), progress_(progress) {
+    for (const auto& e : series) series_[e.at("step").get<int64_t>()] = e.at("values");
+    for (const auto& c : checkpoints) checkpoints_[c.at("step").get<int64_t>()] = c;
+  }
+  void on_step(int64_t step, double loss) override {
+    if (progress_) progress_->on_step(step, loss);
+  }
+  void on_eval(int64_t step, const std::map<std::string, double>& values) override {
+    if (progress_) progress_->on_eval(step, values);
+    auto it = series_.find(step);
+    if (it == series_.end()) {
+      note_metric("step " + std::to_string(step) + ": the replay evaluated metrics the record does not have");
+      return;
+    }
+    json now = metrics_json(values);
+    for (auto& [k, v] : it->second.items()) {
+      ++metrics_compared;
+      if (!now.contains(k)) {
+        note_metric("step " + std::to_string(step) + ", metric " + k + ": missing in the replay");
+      } else if (now[k] != v) {
+        note_metric("step " + std::to_string(step) + ", metric " + k + ": recorded " + v.dump() +
+                    ", replay " + now[k].dump());
+      }
+    }
+  }
+  void on_checkpoint(const Checkpoint& c) override {
+    if (progress_) progress_->on_checkpoint(c);
+    auto it = checkpoints_.find(c.step);
+    if (it == checkpoints_.end()) return;  // e.g. the end of a spot-check interval off the cadence
+    ++checkpoints_compared;
+    const std::string recorded = it->second.at("params_hash").get<std::string>();
+    if (recorded == c.params_hash) return;
+    std::string tensor = "(could not read the recorded checkpoint)";
+    try {
+      auto rec = Trainer::checkpoint_tensor_hashes(ledger_.objects().get(it->second.at("object").get<std::string>()));
+      std::map<std::string, std::string> now(c.tensor_hashes.begin(), c.tensor_hashes.end());
+      tensor = "(every tensor hash matches; the checkpoint differs elsewhere)";
+      for (const auto& [name, h] : rec) {
+        auto n = now.find(name);
+        if (n == now.end() || n->second != h) {
+          tensor = name;
+          break;
+        }
+      }
+    } catch (const std::exception& e) {
+      tensor += std::string(": ") + e.what();
+    }
+    divergence = "first divergent checkpoint: step " + std::to_string(c.step) + " (params hash recorded " +
+                 recorded.substr(0, 12) + ", replay " + c.params_hash.substr(0, 12) +
+                 ")\nfirst differing tensor: " + tensor;
+    if (!first_metric.empty()) divergence += "\nfirst differing metric: " + first_metric;
+    throw Stop{};
+  }
+
+  int64_t checkpoints_compared = 0;
+  int64_t metrics_compared = 0;
+  std::string first_metric;
+  std::string divergence;
+
+ private:
+  void note_metric(const std::string& what) {
+    if (first_metric.empty()) first_metric = what;
+  }
+  const ledger::Ledger& ledger_;
+  TrainObserver* progress_;
+  std::map<int64_t, json> series_;
+  std::map<int64_t, json> checkpoints_;
+};
+
+}  // namespace
+
+std::string ReplayReport::summary() const {
+  std::ostringstream os;
+  if (!binary_diff.empty()) {
+    os << "note: binaries differ from the recorded run, so bit-exactness is not promised:\n";
+    for (const auto& d : binary_diff) os << "  " << d << "\n";
+  }
+  os << (mode == "full" ? "replay" : "spot-check") << " of run " << run_id.substr(0, 12) << ": ";
+  os << (identical ? "bit-identical" : "DIVERGED") << " (" << checkpoints_compared << " checkpoints, "
+     << metrics_compared << " metric values compared";
+  if (!intervals.empty()) {
+    os << "; intervals ending at steps";
+    for (auto s : intervals) os << " " << s;
+  }
+  os << ")\n";
+  if (!divergence.empty()) os << divergence << "\n";
+  if (!env_diff.empty()) {
+    os << "environment differences from the record:\n";
+    for (const auto& d : env_diff) os << "  " << d << "\n";
+  } else if (!identical) {
+    os << "the environment matches the record\n";
+  }
+  os << "replay entry: " << replay_id;
+  return os.str();
+}
+
+ReplayReport replay_recorded(const std::string& run, const PluginHost& host, const Composer& composer,
+                             ledger::Ledger& ledger, int64_t spot_check, std::optional<uint64_t> seed,
+                             const std::vector<std::string>& overrides, TrainObserver* progress) {
+  RunRecord rec = load_run(ledger, run);
+  if (rec.status() != "finished")
+    throw std::runtime_error("run " + rec.start.id.substr(0, 12) + " has status '" + rec.status() +
+                             "': only finished runs can be replayed (resume it first)");
+  ResolvedConfig config = recorded_config(rec, ledger, composer, overrides);
+  const json& result = rec.result->json;
+  json series = json::parse(ledger.objects().get(result.at("objects").at("series").get<std::string>()));
+  const json& checkpoints = result.at("checkpoints");
+
+  ReplayReport report;
+  report.run_id = rec.start.id;
+  report.mode = spot_check > 0 ? "spot-check" : "full";
+  json env_now = environment(host, config.run.threads);
+  const json& env_then = rec.start.json.at("environment");
+  report.env_diff = environment_diff(env_then, env_now);
+  for (const auto& d : report.env_diff)
+    if (d.rfind("host.hash", 0) == 0 || (d.rfind("plugins.", 0) == 0 && d.find(".hash:") != std::string::npos) ||
+        d.find(".version:") != std::string::npos)
+      report.binary_diff.push_back(d);
+
+  Comparer cmp(ledger, series, checkpoints, progress);
+  std::vector<size_t> chosen;
+  if (spot_check <= 0) {
+    try {
+      Trainer trainer(config, host.registry());
+      trainer.run(cmp);
+    } catch (const Comparer::Stop&) {
+    }
+  } else {
+    const size_t n = checkpoints.size();
+    std::vector<size_t> idx(n);
+    for (size_t i = 0; i < n; ++i) idx[i] = i;
+    uint64_t s = seed ? *seed : std::stoull(rec.start.id.substr(0, 16), nullptr, 16);
+    std::mt19937_64 rng(s);
+    for (size_t i = n; i > 1; --i) std::swap(idx[i - 1], idx[rng() % i]);
+    chosen.assign(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(std::min<size_t>(n, static_cast<size_t>(spot_check))));
+    std::sort(chosen.begin(), chosen.end());
+    for (size_t i : chosen) {
+      TrainPlan plan;
+      plan.stop_step = checkpoints[i].at("step").get<int64_t>();
+      if (i > 0) plan.resume_from = ledger.objects().get(checkpoints[i - 1].at("object").get<std::string>());
+      report.intervals.push_back(plan.stop_step);
+      try {
+        Trainer trainer(config, host.registry());
+        trainer.run(cmp, plan);
+      } catch (const Comparer::Stop&) {
+        break;
+      }
+    }
+  }
+  report.checkpoints_compared = cmp.checkpoints_compared;
+  report.metrics_compared = cmp.metrics_compared;
+  report.divergence = cmp.divergence;
+  if (report.divergence.empty() && !cmp.first_metric.empty())
+    report.divergence = "first differing metric: " + cmp.first_metric;
+  report.identical = report.divergence.empty() && cmp.checkpoints_compared > 0;
+  if (cmp.checkpoints_compared == 0 && report.divergence.empty())
+    report.divergence = "no recorded checkpoint was compared";
+
+  json entry = {{"kind", "replay"},
+                {"run", rec.start.id},
+                {"time", ledger::utc_timestamp()},
+                {"mode", report.mode},
+                {"outcome", report.identical ? "bit-identical" : "diverged"},
+                {"divergence", report.divergence},
+                {"checkpoints_compared", report.checkpoints_compared},
+                {"metrics_compared", report.metrics_compared},
+                {"intervals", report.intervals},
+                {"overrides", overrides},
+                {"config_hash", config.hash()},
+                {"environment", env_now},
+                {"environment_diff", report.env_diff}};
+  report.replay_id = ledger.append(entry);
+  return report;
+}
+
+}  // namespace groklab

@@ -1,0 +1,489 @@
+// transformer: a batch-first transformer over a fixed-length token sequence,
+// with the variants of the grokking papers as parameters (issue 6).
+//
+// Parameter names, as Python's state_dict spells them:
+//   embed.weight [V, d]                     token embeddings
+//   pos [T, d]                              learned positions (positions = "learned")
+//   blocks.N.attn.{q,k,v,out}_proj.weight   [d, d]; .bias [d] with attn_bias
+//   blocks.N.ln_attn.{weight,bias}          LN on attention inputs (pre, peri, attn-pre*, pre-v)
+//                                           or after the attention residual (post)
+//   blocks.N.ln_attn_out.{weight,bias}      LN on the attention output (peri)
+//   blocks.N.ln_mlp.{weight,bias}           LN on the MLP input (pre, peri, mlp-pre, pre-v)
+//                                           or after the MLP residual (post)
+//   blocks.N.ln_mlp_out.{weight,bias}       LN on the MLP output (peri)
+//   blocks.N.mlp.fc1.{weight,bias}          [d_ff, d], [d_ff]
+//   blocks.N.mlp.fc2.{weight,bias}          [d, d_ff], [d]
+//   ln_final.{weight,bias}                  with final_ln
+//   readout [d, C]                          logits = α · h @ readout (absent with tied_readout)
+//
+// The forward pass issues the same ATen ops, on tensors of the same layout, as
+// PyTorch 1.13's nn.MultiheadAttention (batch_first, slow path) and the model
+// in grok_reference.py, and init = "reference" draws from torch's default
+// generator in the order that model's constructor does, so the default
+// experiment is bit-identical to the Python peer (tests/test_builtin_peer.cpp).
+#include <ATen/ScalarOps.h>
+
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+#include "architectures.h"
+#include "groklab/components.h"
+
+namespace groklab::architectures {
+namespace {
+
+using torch::Tensor;
+
+// A 0-dim double tensor flagged as a wrapped number: what Python passes to an
+// op for `tensor / 3.0`, so the op (and its autograd node) is the same as Python's.
+Tensor py_scalar(double v) { return at::native::wrapped_scalar_tensor(v); }
+
+// Initialisers, each mirroring torch.nn.init's Python code op for op.
+
+// nn.Linear's default weight init: kaiming_uniform_(a=√5), fan_in = size(1).
+void linear_default_weight(Tensor w) {
+  const double a = std::sqrt(5.0);
+  const double gain = std::sqrt(2.0 / (1 + std::pow(a, 2)));
+  const double std_ = gain / std::sqrt(static_cast<double>(w.size(1)));
+  const double bound = std::sqrt(3.0) * std_;
+  w.uniform_(-bound, bound);
+}
+
+// nn.Linear's default bias init: U(-1/√fan_in, 1/√fan_in).
+void linear_default_bias(Tensor b, int64_t fan_in) {
+  const double bound = 1 / std::sqrt(static_cast<double>(fan_in));
+  b.uniform_(-bound, bound);
+}
+
+// nn.init.xavier_uniform_ with gain 1 (fan_in = size(1), fan_out = size(0)).
+void xavier_uniform(Tensor w) {
+  const double std_ = 1.0 * std::sqrt(2.0 / static_cast<double>(w.size(1) + w.size(0)));
+  const double a = std::sqrt(3.0) * std_;
+  w.uniform_(-a, a);
+}
+
+// nn.init.trunc_normal_: uniform_ → erfinv_ → mul_ → add_ → clamp_.
+void trunc_normal(Tensor t, double mean, double std_, double a, double b) {
+  auto norm_cdf = [](double x) { return (1. + std::erf(x / std::sqrt(2.))) / 2.; };
+  const double l = norm_cdf((a - mean) / std_);
+  const double u = norm_cdf((b - mean) / std_);
+  t.uniform_(2 * l - 1, 2 * u - 1);
+  t.erfinv_();
+  t.mul_(std_ * std::sqrt(2.));
+  t.add_(mean);
+  t.clamp_(a, b);
+}
+
+// LeCun truncated normal: std 1/√fan_in (fan_in = size(1)), cut at ±2 std.
+void lecun(Tensor w) {
+  const double std_ = 1 / std::sqrt(static_cast<double>(w.size(1)));
+  trunc_normal(w, 0.0, std_, -2 * std_, 2 * std_);
+}
+
+// Which LayerNorms a placement uses.
+struct Placement {
+  bool attn_q = false, attn_k = false, attn_v = false;  // attention inputs from LN(x)
+  bool mlp_in = false;                                  // MLP input from LN(x)
+  bool peri_out = false;                                // LN on each sublayer's output
+  bool post = false;                                    // x = LN(x + f(x))
+};
+
+Placement parse_placement(const std::string& s) {
+  Placement p;
+  if (s == "off") return p;
+  if (s == "pre") p.attn_q = p.attn_k = p.attn_v = p.mlp_in = true;
+  else if (s == "post") p.post = true;
+  else if (s == "peri") p.attn_q = p.attn_k = p.attn_v = p.mlp_in = p.peri_out = true;
+  else if (s == "mlp-pre") p.mlp_in = true;
+  else if (s == "attn-pre") p.attn_q = p.attn_k = p.attn_v = true;
+  else if (s == "attn-pre-qk") p.attn_q = p.attn_k = true;
+  else if (s == "attn-pre-v") p.attn_v = true;
+  else if (s == "pre-v") p.attn_v = p.mlp_in = true;
+  else throw std::invalid_argument("transformer: unknown layer_norm placement '" + s + "'");
+  return p;
+}
+
+// Everything the model is built from.
+struct Config {
+  int64_t depth, d_model, heads, d_ff;
+  std::string activation;
+  double dropout;
+  std::string positions, embed_scale, layer_norm;
+  double ln_eps;
+  bool attn_bias, causal;
+  std::string readout;
+  bool tied_readout, final_ln;
+  std::string init;
+  double readout_scale;
+};
+
+// y = x Wᵀ + b, as nn.Linear (parameters `weight` [out, in], `bias` [out]).
+struct Linear : torch::nn::Module {
+  Linear(int64_t in, int64_t out, bool with_bias) {
+    weight = register_parameter("weight", torch::empty({out, in}));
+    if (with_bias) bias = register_parameter("bias", torch::empty({out}));
+  }
+  Tensor forward(const Tensor& x) const { return at::linear(x, weight, bias); }
+  Tensor weight, bias;
+};
+
+// nn.LayerNorm over the last dimension (parameters `weight`, `bias`).
+struct LayerNorm : torch::nn::Module {
+  LayerNorm(int64_t d, double eps) : d_(d), eps_(eps) {
+    weight = register_parameter("weight", torch::ones({d}));
+    bias = register_parameter("bias", torch::zeros({d}));
+  }
+  Tensor forward(const Tensor& x) const {
+    return at::layer_norm(x, {d_}, weight, bias, eps_, /*cudnn_enable=*/true);
+  }
+  Tensor weight, bias;
+
+ private:
+  int64_t d_;
+  double eps_;
+};
+
+// Multi-head attention with separate q/k/v/out projections; the same ops as
+// F.multi_head_attention_forward in PyTorch 1.13.
+struct Attention : torch::nn::Module {
+  Attention(int64_t d, int64_t heads, bool bias) : d_(d), heads_(heads) {
+    q_proj = register_module("q_proj", std::make_shared<Linear>(d, d, bias));
+    k_proj = register_module("k_proj", std::make_shared<Linear>(d, d, bias));
+    v_proj = register_module("v_proj", std::make_shared<Linear>(d, d, bias));
+    out_proj = register_module("out_proj", std::make_shared<Linear>(d, d, bias));
+  }
+
+  // q_in, k_in, v_in: [B, T, d]; mask: [T, T] additive, or undefined.
+  Tensor forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const Tensor& mask,
+                 double dropout) const {
+    Tensor q, k, v;
+    if (q_in.is_same(k_in) && k_in.is_same(v_in)) {
+      // Self-attention: one packed projection, as nn.MultiheadAttention's in_proj_weight.
+      const Tensor x = q_in.transpose(1, 0);
+      Tensor w = at::cat({q_proj->weight, k_proj->weight, v_proj->weight});
+      Tensor b;
+      if (q_proj->bias.defined()) b = at::cat({q_proj->bias, k_proj->bias, v_proj->bias});
+      auto qkv = at::linear(x, w, b).chunk(3, -1);
+      q = qkv[0];
+      k = qkv[1];
+      v = qkv[2];
+    } else {
+      q = q_proj->forward(q_in.transpose(1, 0));
+      k = k_proj->forward(k_in.transpose(1, 0));
+      v = v_proj->forward(v_in.transpose(1, 0));
+    }
+    const int64_t tgt = q.size(0), bsz = q.size(1), hd = d_ / heads_;
+    q = q.contiguous().view({tgt, bsz * heads_, hd}).transpose(0, 1);
+    k = k.contiguous().view({k.size(0), bsz * heads_, hd}).transpose(0, 1);
+    v = v.contiguous().view({v.size(0), bsz * heads_, hd}).transpose(0, 1);
+    const Tensor q_scaled = at::div(q, py_scalar(std::sqrt(static_cast<double>(hd))));
+    Tensor att = mask.defined() ? at::baddbmm(mask.unsqueeze(0), q_scaled, k.transpose(-2, -1))
+                                : at::bmm(q_scaled, k.transpose(-2, -1));
+    att = att.softmax(-1);
+    if (dropout > 0.0 && is_training()) att = at::dropout(att, dropout, true);
+    Tensor out = at::bmm(att, v);
+    out = out.transpose(0, 1).contiguous().view({tgt * bsz, d_});
+    out = out_proj->forward(out);
+    return out.view({tgt, bsz, out.size(1)}).transpose(1, 0);
+  }
+
+  std::shared_ptr<Linear> q_proj, k_proj, v_proj, out_proj;
+
+ private:
+  int64_t d_, heads_;
+};
+
+// fc2(act(fc1(x))), dropout on the hidden layer.
+struct Mlp : torch::nn::Module {
+  Mlp(int64_t d, int64_t d_ff, bool gelu) : gelu_(gelu) {
+    fc1 = register_module("fc1", std::make_shared<Linear>(d, d_ff, true));
+    fc2 = register_module("fc2", std::make_shared<Linear>(d_ff, d, true));
+  }
+  Tensor forward(const Tensor& x, double dropout) const {
+    Tensor h = fc1->forward(x);
+    h = gelu_ ? at::gelu(h) : at::relu(h);
+    if (dropout > 0.0 && is_training()) h = at::dropout(h, dropout, true);
+    return fc2->forward(h);
+  }
+  std::shared_ptr<Linear> fc1, fc2;
+
+ private:
+  bool gelu_;
+};
+
+// One residual block: attention then MLP, LayerNorms where the placement says.
+struct Block : torch::nn::Module {
+  Block(const Config& c, const Placement& p) : p_(p), dropout_(c.dropout) {
+    attn = register_module("attn", std::make_shared<Attention>(c.d_model, c.heads, c.attn_bias));
+    if (p.attn_q || p.attn_k || p.attn_v || p.post)
+      ln_attn = register_module("ln_attn", std::make_shared<LayerNorm>(c.d_model, c.ln_eps));
+    if (p.peri_out)
+      ln_attn_out = register_module("ln_attn_out", std::make_shared<LayerNorm>(c.d_model, c.ln_eps));
+    if (p.mlp_in || p.post)
+      ln_mlp = register_module("ln_mlp", std::make_shared<LayerNorm>(c.d_model, c.ln_eps));
+    mlp = register_module("mlp", std::make_shared<Mlp>(c.d_model, c.d_ff, c.activation == "gelu"));
+    if (p.peri_out)
+      ln_mlp_out = register_module("ln_mlp_out", std::make_shared<LayerNorm>(c.d_model, c.ln_eps));
+  }
+
+  Tensor forward(Tensor x, const Tensor& mask) const {
+    if (p_.post) {
+      x = ln_attn->forward(x + drop(attn->forward(x, x, x, mask, dropout_)));
+      return ln_mlp->forward(x + drop(mlp->forward(x, dropout_)));
+    }
+    const Tensor xn = ln_attn ? ln_attn->forward(x) : Tensor();
+    Tensor a = attn->forward(p_.attn_q ? xn : x, p_.attn_k ? xn : x, p_.attn_v ? xn : x, mask,
+                             dropout_);
+    if (ln_attn_out) a = ln_attn_out->forward(a);
+    x = x + drop(a);
+    Tensor m = mlp->forward(ln_mlp ? ln_mlp->forward(x) : x, dropout_);
+    if (ln_mlp_out) m = ln_mlp_out->forward(m);
+    return x + drop(m);
+  }
+
+  std::shared_ptr<Attention> attn;
+  std::shared_ptr<LayerNorm> ln_attn, ln_attn_out, ln_mlp, ln_mlp_out;
+  std::shared_ptr<Mlp> mlp;
+
+ private:
+  Tensor drop(const Tensor& t) const {
+    return dropout_ > 0.0 && is_training() ? at::dropout(t, dropout_, true) : t;
+  }
+  Placement p_;
+  double dropout_;
+};
+
+// The model: embeddings (+ positions), blocks, optional final LN, readout.
+class Transformer final : public Model {
+ public:
+  Transformer(const Config& c, const TaskSpec& spec) : c_(c), spec_(spec) {
+    const Placement placement = parse_placement(c.layer_norm);
+    const int64_t d = c.d_model;
+    embed_ = register_module("embed", std::make_shared<torch::nn::Module>());
+    embed_weight_ = embed_->register_parameter("weight", torch::empty({spec.vocab_size, d}));
+    if (c.positions == "learned") {
+      pos_ = register_parameter("pos", torch::empty({spec.seq_len, d}));
+    } else {
+      // Fixed sinusoids: pe[t, 2i] = sin(t·ω_i), pe[t, 2i+1] = cos(t·ω_i),
+      // ω_i = 10000^(-2i/d). Not a parameter and not saved.
+      auto t = torch::arange(spec.seq_len, torch::kFloat).unsqueeze(1);
+      auto omega = torch::exp(torch::arange(0, d, 2, torch::kFloat) *
+                              (-std::log(10000.0) / static_cast<double>(d)));
+      pos_ = torch::zeros({spec.seq_len, d});
+      pos_.slice(1, 0, d, 2).copy_(torch::sin(t * omega));
+      pos_.slice(1, 1, d, 2).copy_(torch::cos(t * omega));
+    }
+    auto blocks = register_module("blocks", std::make_shared<torch::nn::Module>());
+    for (int64_t i = 0; i < c.depth; ++i)
+      blocks_.push_back(
+          blocks->register_module(std::to_string(i), std::make_shared<Block>(c, placement)));
+    if (c.final_ln) ln_final_ = register_module("ln_final", std::make_shared<LayerNorm>(d, c.ln_eps));
+    if (!c.tied_readout) readout_ = register_parameter("readout", torch::empty({d, spec.num_classes}));
+    initialise();
+  }
+
+  Tensor forward(const Tensor& inputs) override {
+    const int64_t T = inputs.size(1);
+    if (T > spec_.seq_len)
+      throw std::invalid_argument("transformer: input length " + std::to_string(T) +
+                                  " exceeds the task's seq_len " + std::to_string(spec_.seq_len));
+    Tensor h = at::embedding(embed_weight_, inputs, -1, false, false);
+    if (c_.embed_scale == "sqrt_d")
+      h = at::mul(h, py_scalar(std::sqrt(static_cast<double>(c_.d_model))));
+    h = h + (T == spec_.seq_len ? pos_ : pos_.narrow(0, 0, T));
+    if (c_.dropout > 0.0 && is_training()) h = at::dropout(h, c_.dropout, true);
+    Tensor mask;
+    if (c_.causal)
+      mask = torch::full({T, T}, -std::numeric_limits<double>::infinity(), h.options()).triu(1);
+    for (const auto& b : blocks_) h = b->forward(h, mask);
+    const Tensor w = c_.tied_readout ? embed_weight_.t() : readout_;
+    Tensor logits;
+    if (c_.readout == "last") {
+      Tensor last = h.select(1, -1);
+      if (ln_final_) last = ln_final_->forward(last);
+      logits = last.matmul(w).unsqueeze(1);
+    } else {
+      if (ln_final_) h = ln_final_->forward(h);
+      logits = h.matmul(w);
+    }
+    if (c_.readout_scale != 1.0) logits = at::mul(logits, py_scalar(c_.readout_scale));
+    return logits;
+  }
+
+ private:
+  // Fills every parameter from torch's default generator, in the order the
+  // equivalent Python modules' constructors would draw.
+  void initialise() {
+    torch::NoGradGuard no_grad;
+    const int64_t d = c_.d_model;
+    const double inv_sqrt_d = std::pow(1.0 / static_cast<double>(d), 0.5);
+    const std::string& s = c_.init;
+    // Token embeddings.
+    if (s == "reference") {
+      embed_weight_.normal_(0, 1);  // nn.Embedding's own init, then the override
+      embed_weight_.normal_(0, inv_sqrt_d);
+    } else if (s == "pytorch") {
+      embed_weight_.normal_(0, 1);
+    } else if (s == "xavier") {
+      xavier_uniform(embed_weight_);
+    } else if (s == "lecun") {
+      trunc_normal(embed_weight_, 0.0, inv_sqrt_d, -2 * inv_sqrt_d, 2 * inv_sqrt_d);
+    } else {  // nanda
+      embed_weight_.normal_(0, inv_sqrt_d);
+    }
+    // Positions: N(0, 0.02²) (Nanda: N(0, 1/d)).
+    if (c_.positions == "learned") {
+      if (s == "nanda") pos_.copy_(torch::randn(pos_.sizes()) * inv_sqrt_d);
+      else pos_.copy_(torch::randn(pos_.sizes()) * 0.02);
+    }
+    for (const auto& b : blocks_) init_block(*b);
+    if (readout_.defined()) {
+      const int64_t C = readout_.size(1);
+      if (s == "reference") {
+        readout_.copy_(torch::randn({d, C}) * inv_sqrt_d);
+      } else if (s == "pytorch") {
+        // As nn.Linear(d, C, bias=False): weight [C, d], stored transposed.
+        Tensor w = torch::empty({C, d});
+        linear_default_weight(w);
+        readout_.copy_(w.t());
+      } else if (s == "xavier") {
+        xavier_uniform(readout_);  // symmetric in fan_in/fan_out
+      } else if (s == "lecun") {
+        trunc_normal(readout_, 0.0, inv_sqrt_d, -2 * inv_sqrt_d, 2 * inv_sqrt_d);
+      } else {  // nanda: W_U ~ N(0, 1/C)
+        readout_.copy_(torch::randn({d, C}) / std::sqrt(static_cast<double>(C)));
+      }
+    }
+  }
+
+  void init_block(Block& b) {
+    const std::string& s = c_.init;
+    const int64_t d = c_.d_model;
+    Attention& a = *b.attn;
+    Linear& fc1 = *b.mlp->fc1;
+    Linear& fc2 = *b.mlp->fc2;
+    auto zero_biases = [](std::initializer_list<Linear*> ls) {
+      for (Linear* l : ls)
+        if (l->bias.defined()) l->bias.zero_();
+    };
+    if (s == "reference" || s == "pytorch") {
+      // nn.MultiheadAttention(d, heads, bias): out_proj = nn.Linear(d, d, bias),
+      // then xavier_uniform_ on the packed [3d, d] in_proj_weight, biases zero.
+      linear_default_weight(a.out_proj->weight);
+      if (a.out_proj->bias.defined()) linear_default_bias(a.out_proj->bias, d);
+      Tensor in_proj = torch::empty({3 * d, d});
+      xavier_uniform(in_proj);
+      a.q_proj->weight.copy_(in_proj.narrow(0, 0, d));
+      a.k_proj->weight.copy_(in_proj.narrow(0, d, d));
+      a.v_proj->weight.copy_(in_proj.narrow(0, 2 * d, d));
+      zero_biases({a.q_proj.get(), a.k_proj.get(), a.v_proj.get(), a.out_proj.get()});
+      // nn.Linear(d, d_ff), nn.Linear(d_ff, d).
+      for (Linear* l : {&fc1, &fc2}) {
+        linear_default_weight(l->weight);
+        linear_default_bias(l->bias, l->weight.size(1));
+      }
+      if (s == "reference") {
+        for (Linear* l : {a.out_proj.get(), &fc1, &fc2}) lecun(l->weight);
+        zero_biases({&fc1, &fc2});
+      }
+      return;
+    }
+    for (Linear* l : {a.q_proj.get(), a.k_proj.get(), a.v_proj.get(), a.out_proj.get(), &fc1, &fc2}) {
+      if (s == "xavier") xavier_uniform(l->weight);
+      else if (s == "lecun") lecun(l->weight);
+      else l->weight.copy_(torch::randn(l->weight.sizes()) * std::pow(1.0 / static_cast<double>(d), 0.5));
+    }
+    zero_biases({a.q_proj.get(), a.k_proj.get(), a.v_proj.get(), a.out_proj.get(), &fc1, &fc2});
+  }
+
+  Config c_;
+  TaskSpec spec_;
+  std::shared_ptr<torch::nn::Module> embed_;
+  Tensor embed_weight_, pos_, readout_;
+  std::vector<std::shared_ptr<Block>> blocks_;
+  std::shared_ptr<LayerNorm> ln_final_;
+};
+
+class TransformerArchitecture final : public Architecture {
+ public:
+  explicit TransformerArchitecture(const Params& p) {
+    c_.depth = p.get_int("depth");
+    c_.d_model = p.get_int("d_model");
+    c_.heads = p.get_int("heads");
+    c_.d_ff = p.get_int("d_ff");
+    c_.activation = p.get_string("activation");
+    c_.dropout = p.get_float("dropout");
+    c_.positions = p.get_string("positions");
+    c_.embed_scale = p.get_string("embed_scale");
+    c_.layer_norm = p.get_string("layer_norm");
+    c_.ln_eps = p.get_float("ln_eps");
+    c_.attn_bias = p.get_bool("attn_bias");
+    c_.causal = p.get_bool("causal");
+    c_.readout = p.get_string("readout");
+    c_.tied_readout = p.get_bool("tied_readout");
+    c_.final_ln = p.get_bool("final_ln");
+    c_.init = p.get_string("init");
+    c_.readout_scale = p.get_float("readout_scale");
+    parse_placement(c_.layer_norm);  // throws on an unknown placement
+    if (c_.d_model % c_.heads != 0)
+      throw std::invalid_argument("transformer: d_model " + std::to_string(c_.d_model) +
+                                  " is not divisible by heads " + std::to_string(c_.heads));
+    if (c_.dropout >= 1.0) throw std::invalid_argument("transformer: dropout must be < 1");
+    if (c_.positions == "sinusoidal" && c_.d_model % 2 != 0)
+      throw std::invalid_argument("transformer: sinusoidal positions need an even d_model");
+  }
+
+  std::shared_ptr<Model> build(const TaskSpec& spec) const override {
+    if (spec.vocab_size < 1 || spec.seq_len < 1 || spec.num_classes < 1)
+      throw std::invalid_argument("transformer: the task spec needs vocab_size, seq_len and "
+                                  "num_classes >= 1");
+    if (c_.tied_readout && spec.num_classes != spec.vocab_size)
+      throw std::invalid_argument("transformer: tied_readout needs num_classes (" +
+                                  std::to_string(spec.num_classes) + ") == vocab_size (" +
+                                  std::to_string(spec.vocab_size) + ")");
+    return std::make_shared<Transformer>(c_, spec);
+  }
+
+ private:
+  Config c_;
+};
+
+}  // namespace
+
+void register_transformer(Registrar& r) {
+  r.add_architecture(
+      "transformer",
+      "batch-first transformer; defaults are the default experiment's 1-layer mlp-pre model",
+      Schema()
+          .integer("depth", 1, "number of blocks").range(1, 1024)
+          .integer("d_model", 128, "residual stream width").min(1)
+          .integer("heads", 4, "attention heads (must divide d_model)").min(1)
+          .integer("d_ff", 512, "MLP hidden width").min(1)
+          .choice("activation", "relu", {"relu", "gelu"}, "MLP activation (gelu: exact erf form)")
+          .real("dropout", 0.0,
+                "dropout on embeddings, attention probabilities, MLP hidden and residual branches")
+          .range(0.0, 1.0)
+          .choice("positions", "learned", {"learned", "sinusoidal"},
+                  "learned (parameter `pos`) or fixed sin/cos positions")
+          .choice("embed_scale", "1", {"1", "sqrt_d"},
+                  "token embeddings times 1 or √d_model before positions are added")
+          .choice("layer_norm", "mlp-pre",
+                  {"off", "pre", "post", "peri", "mlp-pre", "attn-pre", "attn-pre-qk", "attn-pre-v",
+                   "pre-v"},
+                  "LayerNorm placement (Singh et al. 2026); mlp-pre: LN on the MLP input only")
+          .choice("init", "reference", {"reference", "pytorch", "xavier", "lecun", "nanda"},
+                  "reference: grok_reference.py's init; pytorch: nn module defaults")
+          .real("ln_eps", 1e-5, "LayerNorm epsilon (0 allowed)").min(0.0)
+          .boolean("attn_bias", false, "biases on the q, k, v and output projections")
+          .boolean("causal", false, "causal attention mask")
+          .choice("readout", "last", {"last", "all"},
+                  "logits from the last position [B,1,C] or from all positions [B,T,C]")
+          .boolean("tied_readout", false, "readout with embed.weightᵀ (needs num_classes == vocab)")
+          .boolean("final_ln", false, "LayerNorm before the readout")
+          .real("readout_scale", 1.0, "α in logits = α · h @ readout"),
+      [](const Params& p) { return std::make_shared<TransformerArchitecture>(p); });
+}
+
+}  // namespace groklab::architectures

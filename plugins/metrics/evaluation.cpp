@@ -1,0 +1,136 @@
+// accuracy, loss and weight_norm. Each evaluates without autograd and with
+// the model in eval mode, restoring its mode afterwards.
+#include <ATen/core/Reduction.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "groklab/components.h"
+#include "metrics.h"
+
+namespace groklab::metrics {
+namespace {
+
+using torch::Tensor;
+
+// Puts a model in eval mode and no-grad for its lifetime, then restores the mode.
+class Evaluating {
+ public:
+  explicit Evaluating(Model* m) : m_(m), was_training_(m->is_training()) { m_->eval(); }
+  ~Evaluating() {
+    if (was_training_) m_->train(true);
+  }
+  Evaluating(const Evaluating&) = delete;
+  Evaluating& operator=(const Evaluating&) = delete;
+
+ private:
+  Model* m_;
+  bool was_training_;
+  torch::NoGradGuard no_grad_;
+};
+
+// A metric over whole splits, in batches; subclasses sum per batch.
+class SplitMetric : public Metric {
+ public:
+  SplitMetric(const Params& p, std::string suffix)
+      : split_(p.get_string("split")), batch_size_(p.get_int("batch_size")), suffix_(std::move(suffix)) {}
+
+  std::map<std::string, double> evaluate(const EvalContext& ctx) override {
+    if (ctx.model == nullptr || ctx.task == nullptr)
+      throw std::invalid_argument("metric needs a model and a task");
+    Evaluating guard(ctx.model);
+    std::vector<std::string> splits{split_};
+    if (split_ == "all") splits = ctx.task->splits();
+    std::map<std::string, double> out;
+    for (const auto& s : splits) {
+      const int64_t n = ctx.task->size(s);
+      const int64_t bs = batch_size_ > 0 ? batch_size_ : std::max<int64_t>(n, 1);
+      double num = 0, den = 0;
+      for (int64_t start = 0; start < n; start += bs) {
+        Batch b = ctx.task->batch(s, torch::arange(start, std::min(n, start + bs), torch::kLong));
+        Tensor logits = ctx.model->forward(b.inputs);
+        accumulate(*ctx.task, logits, b, num, den);
+      }
+      out[s + "_" + suffix_] = den > 0 ? num / den : std::numeric_limits<double>::quiet_NaN();
+    }
+    return out;
+  }
+
+ protected:
+  // Adds this batch's numerator and denominator.
+  virtual void accumulate(const Task& task, const Tensor& logits, const Batch& b, double& num,
+                          double& den) = 0;
+
+ private:
+  std::string split_;
+  int64_t batch_size_;
+  std::string suffix_;
+};
+
+// Fraction of examples the task calls correct.
+class Accuracy final : public SplitMetric {
+ public:
+  explicit Accuracy(const Params& p) : SplitMetric(p, "accuracy") {}
+
+ private:
+  void accumulate(const Task& task, const Tensor& logits, const Batch& b, double& num,
+                  double& den) override {
+    num += static_cast<double>(task.correct(logits, b).sum().item<int64_t>());
+    den += static_cast<double>(b.inputs.size(0));
+  }
+};
+
+// Mean cross-entropy (float64) over scored positions.
+class Loss final : public SplitMetric {
+ public:
+  explicit Loss(const Params& p) : SplitMetric(p, "loss") {}
+
+ private:
+  void accumulate(const Task&, const Tensor& logits, const Batch& b, double& num,
+                  double& den) override {
+    const int64_t L = logits.size(1), T = b.targets.size(1);
+    const Tensor targets = b.targets.narrow(1, T - L, L).reshape({-1});
+    const Tensor lg = logits.reshape({-1, logits.size(2)}).to(torch::kDouble);
+    num += at::cross_entropy_loss(lg, targets, {}, at::Reduction::Sum, -1).item<double>();
+    den += static_cast<double>(targets.ge(0).sum().item<int64_t>());
+  }
+};
+
+// √(Σ θ²) over all parameters, in float64.
+class WeightNorm final : public Metric {
+ public:
+  explicit WeightNorm(const Params&) {}
+  std::map<std::string, double> evaluate(const EvalContext& ctx) override {
+    if (ctx.model == nullptr) throw std::invalid_argument("weight_norm needs a model");
+    torch::NoGradGuard no_grad;
+    double sum = 0;
+    for (const auto& p : ctx.model->parameters())
+      sum += p.to(torch::kDouble).pow(2).sum().item<double>();
+    return {{"weight_norm", std::sqrt(sum)}};
+  }
+};
+
+Schema split_schema(const char* what) {
+  return Schema()
+      .string("split", std::string("test"), std::string("split to measure ") + what + " on (\"all\": every split)")
+      .integer("batch_size", 0, "examples per forward pass (0: the whole split at once)")
+      .min(0);
+}
+
+}  // namespace
+
+void register_evaluation(Registrar& r) {
+  r.add_metric("accuracy", "fraction correct on a split: {\"<split>_accuracy\": v}",
+               split_schema("accuracy"),
+               [](const Params& p) { return std::make_shared<Accuracy>(p); });
+  r.add_metric("loss", "mean float64 cross-entropy at scored positions: {\"<split>_loss\": v}",
+               split_schema("the loss"), [](const Params& p) { return std::make_shared<Loss>(p); });
+  r.add_metric("weight_norm", "√(Σθ²) over all parameters: {\"weight_norm\": v}", Schema(),
+               [](const Params& p) { return std::make_shared<WeightNorm>(p); });
+}
+
+}  // namespace groklab::metrics

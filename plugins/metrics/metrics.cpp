@@ -1,0 +1,7 @@
+// The built-in metric library.
+#include "groklab/plugin.h"
+#include "metrics.h"
+
+GROKLAB_PLUGIN(groklab_metrics, "0.1.0", GROKLAB_KIND_METRIC, registrar) {
+  groklab::metrics::register_evaluation(registrar);
+}
