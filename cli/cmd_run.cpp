@@ -31,9 +31,9 @@ void run_command(const RunArgs& a) {
   PluginHost host;
   load_plugins(host);
   Composer composer(host.registry());
-  auto ledger = ledger::Ledger::create(ledger_dir(a.ledger));
   install_interrupt_handlers();
   if (!a.resume.empty()) {
+    auto ledger = ledger::Ledger::open(ledger_dir(a.ledger));
     if (!a.manifest.empty() || !a.overrides.empty())
       throw std::runtime_error("--resume takes no manifest or overrides: the run's recorded config is used");
     RunRecord rec = load_run(ledger, a.resume);
@@ -46,6 +46,7 @@ void run_command(const RunArgs& a) {
   }
   if (a.manifest.empty()) throw std::runtime_error("run: give a MANIFEST (or --resume ENTRY)");
   ResolvedConfig config = composer.compose(a.manifest, a.overrides);
+  auto ledger = ledger::Ledger::create(ledger_dir(a.ledger));
   Provenance prov;
   prov.manifest = a.manifest;
   prov.overrides = a.overrides;

@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "groklab/environment.h"
 #include "groklab/log.h"
+#include "groklab/manifest.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"groklab: reproducible grokking experiments (plugins, TOML manifests, LibTorch, a hash-chained ledger)"};
@@ -53,6 +54,9 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const groklab::cli::Exit& e) {
     return e.code;
+  } catch (const groklab::ManifestErrors& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "groklab: %s\n", e.what());
     return 1;

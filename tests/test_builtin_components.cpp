@@ -122,6 +122,10 @@ TEST_CASE("transformer parameter names follow PyTorch conventions", "[builtin]")
   CHECK(has("ln_final.weight"));
   CHECK_FALSE(has("readout"));
   CHECK_FALSE(has("pos"));
+  auto* table = full->named_buffers().find("pos");  // sinusoids: row t = sin, cos, sin, … of t·ω
+  REQUIRE(table != nullptr);
+  CHECK(torch::equal(table->select(0, 0), torch::tensor({0.f, 1.f}).repeat({4})));
+  CHECK(table->select(0, 1)[0].item<float>() == Approx(std::sin(1.0)));
 }
 
 TEST_CASE("transformer: every LayerNorm placement computes and its gradients match finite differences",

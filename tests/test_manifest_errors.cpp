@@ -137,7 +137,8 @@ TEST_CASE("parameter errors say what was expected", "[manifest][errors]") {
   SECTION("unknown key, with did-you-mean") {
     CHECK(errors_of(kParts + "[run]\nsede = 1\n[[metrics]]\nplugin = \"test_param_count\"\nx = 1\n") ==
           "bad.toml:8:1: run.sede: unknown parameter of [run] (did you mean \"seed\"?); expected "
-          "one of: batch_size, checkpoint_every, device, eval_every, seed, steps, threads\n"
+          "one of: batch_size, checkpoint_every, device, eval_every, seed, seed_streams, "
+          "steps, stop_metric, stop_threshold, threads\n"
           "bad.toml:11:1: metrics.0.x: unknown parameter of metric \"test_param_count\"; it has "
           "no parameters");
   }
@@ -248,6 +249,24 @@ TEST_CASE("include errors name the files", "[manifest][errors][include]") {
           "broken.toml:1:5: invalid TOML: Error while parsing table header: expected ']', saw "
           "'\\n'");
   }
+  SECTION("includes nested too deep, or too many files") {
+    std::map<std::string, std::string> chain;
+    for (int i = 0; i < 40; ++i)
+      chain["f" + std::to_string(i) + ".toml"] = "include = [\"f" + std::to_string(i + 1) + ".toml\"]\n";
+    CHECK(errors_of("include = [\"f0.toml\"]\n", {}, test_plugins(), in_memory(chain)) ==
+          "f30.toml:1:12: include.0: includes nested deeper than 32");
+    // Each file includes the next one twice: 2^k loads without a cycle.
+    std::map<std::string, std::string> diamond;
+    for (int i = 0; i < 12; ++i) {
+      const std::string next = "\"d" + std::to_string(i + 1) + ".toml\"";
+      diamond["d" + std::to_string(i) + ".toml"] = "include = [" + next + ", " + next + "]\n";
+    }
+    diamond["d12.toml"] = kParts;
+    ComposerOptions opts = in_memory(diamond);
+    opts.max_files = 100;
+    CHECK_THAT(errors_of("include = [\"d0.toml\"]\n", {}, test_plugins(), opts),
+               Catch::Contains(": more than 100 manifest files; expected fewer includes"));
+  }
   SECTION("a file that cannot be read") {
     try {
       Composer(test_plugins()).compose(kManifests + "/no-such.toml");
@@ -282,7 +301,8 @@ TEST_CASE("sweep errors", "[manifest][errors][sweep]") {
     CHECK(errors_of(kParts + "[sweep]\n\"run.sede\" = [1, 2]\n\"tsk.x\" = [1]\n\"run.seed\" = 3\n"
                              "\"run.steps\" = []\n\"run.threads\" = [1, 0]\n") ==
           "bad.toml:8:1: run.sede: unknown parameter of [run] (did you mean \"seed\"?); expected "
-          "one of: batch_size, checkpoint_every, device, eval_every, seed, steps, threads\n"
+          "one of: batch_size, checkpoint_every, device, eval_every, seed, seed_streams, "
+          "steps, stop_metric, stop_threshold, threads\n"
           "bad.toml:9:1: sweep.\"tsk.x\": unknown table \"tsk\" (did you mean \"task\"?); expected "
           "task.<key>, architecture.<key>, optimizer.<key>, run.<key> or metrics.<index>.<key>\n"
           "bad.toml:10:14: sweep.\"run.seed\": expected a non-empty list of values, got 3 (an int)\n"

@@ -151,6 +151,7 @@ json result_entry(const std::string& run_id, const std::string& status, const Re
             {"params_hash", r.last_params_hash_},
             {"checkpoints", r.checkpoints_}};
   e["objects"] = {{"series", ledger.objects().put(r.series_.dump())}};
+  if (!r.checkpoints_.empty()) e["objects"]["checkpoint"] = r.checkpoints_.back().at("object");
   return e;
 }
 

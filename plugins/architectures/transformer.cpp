@@ -3,7 +3,7 @@
 //
 // Parameter names, as Python's state_dict spells them:
 //   embed.weight [V, d]                     token embeddings
-//   pos [T, d]                              learned positions (positions = "learned")
+//   pos [T, d]                              learned positions (a buffer when sinusoidal)
 //   blocks.N.attn.{q,k,v,out}_proj.weight   [d, d]; .bias [d] with attn_bias
 //   blocks.N.ln_attn.{weight,bias}          LN on attention inputs (pre, peri, attn-pre*, pre-v)
 //                                           or after the attention residual (post)
@@ -266,14 +266,15 @@ class Transformer final : public Model {
     if (c.positions == "learned") {
       pos_ = register_parameter("pos", torch::empty({spec.seq_len, d}));
     } else {
-      // Fixed sinusoids: pe[t, 2i] = sin(t·ω_i), pe[t, 2i+1] = cos(t·ω_i),
-      // ω_i = 10000^(-2i/d). Not a parameter and not saved.
+      // Fixed sinusoids (a buffer): pe[t, 2i] = sin(t·ω_i), pe[t, 2i+1] = cos(t·ω_i),
+      // ω_i = 10000^(-2i/d).
       auto t = torch::arange(spec.seq_len, torch::kFloat).unsqueeze(1);
       auto omega = torch::exp(torch::arange(0, d, 2, torch::kFloat) *
                               (-std::log(10000.0) / static_cast<double>(d)));
-      pos_ = torch::zeros({spec.seq_len, d});
-      pos_.slice(1, 0, d, 2).copy_(torch::sin(t * omega));
-      pos_.slice(1, 1, d, 2).copy_(torch::cos(t * omega));
+      auto table = torch::zeros({spec.seq_len, d});
+      table.slice(1, 0, d, 2).copy_(torch::sin(t * omega));
+      table.slice(1, 1, d, 2).copy_(torch::cos(t * omega));
+      pos_ = register_buffer("pos", table);
     }
     auto blocks = register_module("blocks", std::make_shared<torch::nn::Module>());
     for (int64_t i = 0; i < c.depth; ++i)

@@ -115,6 +115,7 @@ struct GROKLAB_API ManifestError {
 // Every problem found, thrown at once. what() is all of them, one per line.
 class GROKLAB_API ManifestErrors : public std::runtime_error {
  public:
+  // Builds what() from the errors, one to_string() per line, in the order given.
   explicit ManifestErrors(std::vector<ManifestError> errors);
   // Returns the errors, sorted by file (in load order; the command line last), line, column.
   const std::vector<ManifestError>& errors() const { return errors_; }
@@ -136,7 +137,7 @@ using ManifestReader =
 // Knobs of a Composer; the defaults suit the command line.
 struct ComposerOptions {
   ManifestReader reader;                  // empty: read regular files of at most 16 MiB
-  std::size_t max_sweep_children = 10000; // a larger sweep is an error
+  std::size_t max_sweep_children = 10000; // a larger sweep is an error (0 counts as 1)
   std::size_t max_files = 256;            // manifest files loaded per composition, includes counted
   std::size_t max_include_depth = 32;     // include nesting
 };
@@ -175,7 +176,7 @@ class GROKLAB_API Composer {
 };
 
 // Returns the schema of the [run] table: seed, steps, batch_size, eval_every,
-// checkpoint_every, threads, device.
+// checkpoint_every, threads, device, seed_streams, stop_metric, stop_threshold.
 GROKLAB_API const Schema& run_schema();
 
 }  // namespace groklab
