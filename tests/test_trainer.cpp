@@ -226,3 +226,27 @@ TEST_CASE("checkpoints load in Python with torch.load, with state_dict names", "
   }
   CHECK(compared == 8);
 }
+
+TEST_CASE("a replay with a different plugin binary says so up front and still compares", "[trainer][replay]") {
+  TempDir dir;
+  auto ledger = ledger::Ledger::create((dir.path / "ledger").string());
+  Composer composer(test_host().registry());
+  RunOutcome run = run_recorded(tiny(), test_host(), ledger, {});
+
+  // The same plugin code in a different file: one byte appended after the ELF
+  // image changes the library's hash but not what it computes.
+  const fs::path other = dir.path / "plugins";
+  fs::create_directories(other);
+  fs::copy_file(std::string(GROKLAB_TEST_PLUGIN_DIR) + "/good/libtest_components.so", other / "libtest_components.so");
+  std::ofstream(other / "libtest_components.so", std::ios::app | std::ios::binary) << '\n';
+  PluginHost rebuilt;
+  REQUIRE(rebuilt.load_directory(other.string()) == 1);
+  Composer composer2(rebuilt.registry());
+
+  ReplayReport r = replay_recorded(run.run_id, rebuilt, composer2, ledger);
+  INFO(r.summary());
+  CHECK(r.identical);
+  REQUIRE(r.binary_diff.size() == 1);
+  CHECK_THAT(r.binary_diff[0], Catch::StartsWith("plugins.test_components.hash:"));
+  CHECK_THAT(r.summary(), Catch::StartsWith("note: binaries differ from the recorded run"));
+}
