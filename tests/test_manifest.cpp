@@ -18,6 +18,7 @@
 
 #include "groklab/host.h"
 #include "groklab/manifest.h"
+#include "support.h"
 
 using namespace groklab;
 namespace fs = std::filesystem;
@@ -77,21 +78,7 @@ const Registry& edge_registry() {
   return reg;
 }
 
-// A Composer reading manifests from memory.
-ComposerOptions in_memory(std::map<std::string, std::string> files) {
-  ComposerOptions o;
-  o.reader = [files = std::move(files)](const std::string& path, std::string& contents,
-                                        std::string& error) {
-    auto it = files.find(path);
-    if (it == files.end()) {
-      error = "no such file";
-      return false;
-    }
-    contents = it->second;
-    return true;
-  };
-  return o;
-}
+using groklab::test::in_memory;
 
 std::string compose_hash(const std::string& text, const std::vector<std::string>& overrides = {}) {
   return Composer(plugins()).compose_string(text, "m.toml", overrides).hash();

@@ -8,6 +8,7 @@
 
 #include "groklab/host.h"
 #include "groklab/manifest.h"
+#include "support.h"
 
 using namespace groklab;
 
@@ -50,20 +51,7 @@ const Registry& edge_registry() {
   return reg;
 }
 
-ComposerOptions in_memory(std::map<std::string, std::string> files) {
-  ComposerOptions o;
-  o.reader = [files = std::move(files)](const std::string& path, std::string& contents,
-                                        std::string& error) {
-    auto it = files.find(path);
-    if (it == files.end()) {
-      error = "no such file";
-      return false;
-    }
-    contents = it->second;
-    return true;
-  };
-  return o;
-}
+using groklab::test::in_memory;
 
 const std::string kParts =
     "[task]\nplugin = \"test_copy\"\n[architecture]\nplugin = \"test_linear\"\n"

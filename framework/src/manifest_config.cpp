@@ -10,32 +10,6 @@
 namespace groklab {
 namespace {
 
-// A TOML basic string: escapes what TOML requires (", \, U+0000-U+001F, U+007F).
-std::string toml_quote(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    auto u = static_cast<unsigned char>(c);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\t': out += "\\t"; break;
-      case '\n': out += "\\n"; break;
-      case '\f': out += "\\f"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (u < 0x20 || u == 0x7f) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(u));
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
-}
-
 bool bare_key(const std::string& k) {
   if (k.empty()) return false;
   for (char c : k) {
@@ -46,10 +20,10 @@ bool bare_key(const std::string& k) {
   return true;
 }
 
-std::string toml_key(const std::string& k) { return bare_key(k) ? k : toml_quote(k); }
+std::string toml_key(const std::string& k) { return bare_key(k) ? k : quote_string(k); }
 
 std::string toml_value(const Value& v) {
-  if (v.is_string()) return toml_quote(v.as_string());
+  if (v.is_string()) return quote_string(v.as_string());
   if (v.is_float() && v.as_float() == 0.0) return "0.0";  // -0.0 and 0.0 are one value
   if (v.is_list()) {
     std::string out = "[";
@@ -64,7 +38,7 @@ std::string toml_value(const Value& v) {
 }
 
 std::string component_body(const ComponentConfig& c) {
-  std::string out = "plugin = " + toml_quote(c.plugin) + "\n";
+  std::string out = "plugin = " + quote_string(c.plugin) + "\n";
   for (const auto& [k, v] : c.params.values()) out += toml_key(k) + " = " + toml_value(v) + "\n";
   return out;
 }

@@ -1,11 +1,37 @@
 #include "groklab/params.h"
 
 #include <charconv>
+#include <cstdio>
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
 
 namespace groklab {
+
+std::string quote_string(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\t': out += "\\t"; break;
+      case '\n': out += "\\n"; break;
+      case '\f': out += "\\f"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (u < 0x20 || u == 0x7f) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(u));
+          out += buf;
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out + "\"";
+}
 
 const char* to_string(ParamType t) {
   switch (t) {
@@ -30,28 +56,6 @@ namespace {
 [[noreturn]] void type_error(ParamType want, ParamType got) {
   throw std::invalid_argument(std::string("expected a value of type ") + to_string(want) +
                               ", got " + to_string(got));
-}
-
-std::string quote(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
 }
 
 std::string format_double(double d) {
@@ -92,7 +96,7 @@ std::string Value::canonical() const {
   if (is_int()) return std::to_string(std::get<int64_t>(v_));
   if (is_float()) return format_double(std::get<double>(v_));
   if (is_bool()) return std::get<bool>(v_) ? "true" : "false";
-  if (is_string()) return quote(std::get<std::string>(v_));
+  if (is_string()) return quote_string(std::get<std::string>(v_));
   std::string out = "[";
   const auto& l = std::get<List>(v_);
   for (size_t i = 0; i < l.size(); ++i) {

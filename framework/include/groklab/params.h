@@ -16,6 +16,10 @@ namespace groklab {
 // The type of a parameter as a manifest spells it.
 enum class ParamType { Int, Float, Bool, String, List };
 
+// Returns s as a double-quoted string, valid in both TOML and JSON: escapes
+// ", \, control characters and DEL.
+GROKLAB_API std::string quote_string(const std::string& s);
+
 // Returns "int", "float", "bool", "string" or "list".
 GROKLAB_API const char* to_string(ParamType t);
 
@@ -49,7 +53,7 @@ class GROKLAB_API Value {
   const List& as_list() const;
 
   // Canonical text: ints in decimal, floats in shortest round-trip form that
-  // always carries a '.', 'e', "inf" or "nan", strings JSON-quoted, lists as [a, b].
+  // always carries a '.', 'e', "inf" or "nan", strings as quote_string(), lists as [a, b].
   std::string canonical() const;
 
   friend bool operator==(const Value& a, const Value& b) { return a.v_ == b.v_; }
