@@ -1,7 +1,9 @@
 // Helpers shared by the test files.
 #pragma once
 
+#include <functional>
 #include <map>
+#include <memory>
 #include <string>
 
 #include "groklab/manifest.h"
@@ -22,6 +24,12 @@ inline ComposerOptions in_memory(std::map<std::string, std::string> files) {
     return true;
   };
   return o;
+}
+
+// Returns a factory that builds nothing: for components that are only composed, never run.
+template <class T>
+std::function<std::shared_ptr<T>(const Params&)> none() {
+  return [](const Params&) { return std::shared_ptr<T>(); };
 }
 
 }  // namespace groklab::test

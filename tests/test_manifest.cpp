@@ -47,10 +47,7 @@ const Registry& plugins() {
   return host.registry();
 }
 
-template <class T>
-std::function<std::shared_ptr<T>(const Params&)> none() {
-  return [](const Params&) { return std::shared_ptr<T>(); };
-}
+using groklab::test::none;
 
 // Hand-built components with every parameter type: bools, strings, lists, required values.
 const Registry& edge_registry() {

@@ -25,10 +25,7 @@ const Registry& test_plugins() {
   return host.registry();
 }
 
-template <class T>
-std::function<std::shared_ptr<T>(const Params&)> none() {
-  return [](const Params&) { return std::shared_ptr<T>(); };
-}
+using groklab::test::none;
 
 // Hand-built components with required values, lists and bools.
 const Registry& edge_registry() {
