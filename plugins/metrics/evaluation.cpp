@@ -71,7 +71,9 @@ class SplitMetric : public Metric {
   std::string suffix_;
 };
 
-// Fraction of examples the task calls correct.
+// Fraction of examples the task calls correct: Task::correct gives [B]
+// bools. A task that scores positions instead gives [B, L] integers (1 right,
+// 0 wrong, -1 not scored); the fraction is then over its scored positions.
 class Accuracy final : public SplitMetric {
  public:
   explicit Accuracy(const Params& p) : SplitMetric(p, "accuracy") {}
@@ -79,8 +81,19 @@ class Accuracy final : public SplitMetric {
  private:
   void accumulate(const Task& task, const Tensor& logits, const Batch& b, double& num,
                   double& den) override {
-    num += static_cast<double>(task.correct(logits, b).sum().item<int64_t>());
-    den += static_cast<double>(b.inputs.size(0));
+    const Tensor c = task.correct(logits, b);
+    if (c.dim() == 1) {
+      num += static_cast<double>(c.sum().item<int64_t>());
+      den += static_cast<double>(b.inputs.size(0));
+    } else if (c.dim() == 2 && c.scalar_type() != torch::kBool && !c.is_floating_point()) {
+      num += static_cast<double>(c.eq(1).sum().item<int64_t>());
+      den += static_cast<double>(c.ge(0).sum().item<int64_t>());
+    } else {
+      throw std::invalid_argument("accuracy: Task::correct returned a " + std::to_string(c.dim()) +
+                                  "-d " + std::string(c10::toString(c.scalar_type())) +
+                                  " tensor; expected [B] bools or [B, L] integers (1 right, 0 "
+                                  "wrong, -1 not scored)");
+    }
   }
 };
 

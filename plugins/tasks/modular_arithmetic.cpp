@@ -1,5 +1,10 @@
 // modular_arithmetic: inputs `a b =` (the token `=` is p), target (a ∘ b) mod p,
 // scored at the answer position only. Train/test split of all pairs.
+// format = "power" (Power et al. 2022, "Grokking: Generalization Beyond
+// Overfitting on Small Algorithmic Datasets"): inputs `a ∘ b =`, every symbol a
+// token (numbers 0..p-1, `=` p, the operator p+1), target c at the `=`
+// position only; the answer is not an input, so a non-causal model cannot
+// read it.
 #include <algorithm>
 #include <array>
 #include <numeric>
@@ -127,7 +132,8 @@ class ModularArithmetic final : public Task {
   explicit ModularArithmetic(const Params& params)
       : p_(params.get_int("p")),
         op_(params.get_string("operation")),
-        train_fraction_(params.get_float("train_fraction")) {
+        train_fraction_(params.get_float("train_fraction")),
+        power_(params.get_string("format") == "power") {
     if (op_ == "div") {
       // Division needs b⁻¹ = b^(p-2): p must be prime.
       for (int64_t d = 2; d * d <= p_; ++d)
@@ -137,7 +143,10 @@ class ModularArithmetic final : public Task {
     }
   }
 
-  TaskSpec spec() const override { return {p_ + 1, 3, p_ + 1}; }
+  TaskSpec spec() const override {
+    if (power_) return {p_ + 2, 4, p_ + 2};
+    return {p_ + 1, 3, p_ + 1};
+  }
 
   void prepare(uint64_t seed) override {
     std::vector<int64_t> a, b, c;
@@ -157,16 +166,25 @@ class ModularArithmetic final : public Task {
     PythonRandom rng(seed);
     rng.shuffle(order);
     const int64_t n_train = static_cast<int64_t>(train_fraction_ * static_cast<double>(n));
-    auto inputs = torch::empty({n, 3}, torch::kLong);
-    auto targets = torch::full({n, 3}, -1, torch::kLong);
+    const int64_t T = power_ ? 4 : 3;
+    auto inputs = torch::empty({n, T}, torch::kLong);
+    auto targets = torch::full({n, T}, -1, torch::kLong);
     auto in = inputs.accessor<int64_t, 2>();
     auto tg = targets.accessor<int64_t, 2>();
     for (int64_t k = 0; k < n; ++k) {
       auto src = static_cast<size_t>(order[static_cast<size_t>(k)]);
-      in[k][0] = a[src];
-      in[k][1] = b[src];
-      in[k][2] = p_;
-      tg[k][2] = c[src];
+      if (power_) {  // a ∘ b =
+        in[k][0] = a[src];
+        in[k][1] = p_ + 1;
+        in[k][2] = b[src];
+        in[k][3] = p_;
+        tg[k][3] = c[src];
+      } else {  // a b =
+        in[k][0] = a[src];
+        in[k][1] = b[src];
+        in[k][2] = p_;
+        tg[k][2] = c[src];
+      }
     }
     train_ = {inputs.narrow(0, 0, n_train), targets.narrow(0, 0, n_train)};
     test_ = {inputs.narrow(0, n_train, n - n_train), targets.narrow(0, n_train, n - n_train)};
@@ -204,6 +222,7 @@ class ModularArithmetic final : public Task {
   int64_t p_;
   std::string op_;
   double train_fraction_;
+  bool power_;  // format "power": a ∘ b =
   Batch train_, test_;
 };
 
@@ -218,7 +237,10 @@ void register_modular_arithmetic(Registrar& r) {
                  .choice("operation", "add", {"add", "sub", "mul", "div", "x2xyy2", "xor"},
                          "a+b, a-b, a·b, a·b⁻¹ (b≠0, p prime), a²+ab+b², a xor b")
                  .real("train_fraction", 0.3, "fraction of all pairs in the train split")
-                 .range(0.0, 1.0),
+                 .range(0.0, 1.0)
+                 .choice("format", "answer", {"answer", "power"},
+                         "answer: inputs `a b =` (`=` is p); power: `a ∘ b =` as Power et al. "
+                         "2022 (`=` is p, ∘ is p+1, vocab p+2)"),
              [](const Params& p) { return std::make_shared<ModularArithmetic>(p); });
 }
 

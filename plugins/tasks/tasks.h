@@ -6,5 +6,6 @@
 namespace groklab::tasks {
 
 void register_modular_arithmetic(Registrar& r);
+void register_dyck(Registrar& r);
 
 }  // namespace groklab::tasks
