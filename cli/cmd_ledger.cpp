@@ -1,11 +1,11 @@
 // groklab ledger [--ledger DIR] verify [--head H] | head | list | show ENTRY | repair
 #include <cstdio>
-#include <cstdlib>
 #include <memory>
 #include <stdexcept>
 #include <string>
 
 #include "commands.h"
+#include "common.h"
 #include "groklab/ledger/ledger.h"
 
 namespace groklab::cli {
@@ -23,13 +23,6 @@ struct LedgerArgs {
   std::string entry; // show ENTRY
 };
 
-// The ledger directory: --ledger, else $GROKLAB_LEDGER, else ./groklab-ledger.
-std::string ledger_dir(const LedgerArgs& args) {
-  if (!args.dir.empty()) return args.dir;
-  if (const char* env = std::getenv("GROKLAB_LEDGER"); env != nullptr && *env != '\0') return env;
-  return "./groklab-ledger";
-}
-
 [[noreturn]] void fail(const std::string& message, int code = kError) {
   std::fprintf(stderr, "groklab: %s\n", message.c_str());
   throw Exit{code};
@@ -41,7 +34,7 @@ gl::Ledger open_ledger(const LedgerArgs& args, bool quiet = false) {
   options.warn = [quiet](const std::string& m) {
     if (!quiet) std::fprintf(stderr, "groklab: warning: %s\n", m.c_str());
   };
-  return gl::Ledger::open(ledger_dir(args), options);
+  return gl::Ledger::open(ledger_dir(args.dir), options);
 }
 
 // Runs a command body, turning ledger errors into "groklab: …" and exit status 2.

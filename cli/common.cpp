@@ -49,8 +49,10 @@ Progress::~Progress() { finish(); }
 
 void Progress::on_step(int64_t step, double loss) {
   if (g_interrupted) throw Interrupted();
+  // The clock starts when the first step of this process ends, so the rate
+  // excludes start-up (plugin loading, data, the model's first allocation).
   if (first_step_ < 0) {
-    first_step_ = step - 1;
+    first_step_ = step;
     start_ = std::chrono::steady_clock::now();
   }
   last_step_ = step;
@@ -77,11 +79,14 @@ void Progress::draw(int64_t step, bool force) {
   last_draw_ = now;
   drawn_step_ = step;
   double elapsed = std::chrono::duration<double>(now - start_).count();
-  double rate = elapsed > 0 ? static_cast<double>(step - first_step_) / elapsed : 0;
+  double rate = step > first_step_ && elapsed > 0
+                    ? static_cast<double>(step - first_step_) / elapsed : 0;
   double eta = rate > 0 ? static_cast<double>(total_ - step) / rate : -1;
+  char speed[32] = "-- steps/s";
+  if (rate > 0) std::snprintf(speed, sizeof speed, "%.1f steps/s", rate);
   char head[160];
-  std::snprintf(head, sizeof head, "%s step %lld/%lld %.1f steps/s ETA %s loss %.4g", label_.c_str(),
-                static_cast<long long>(step), static_cast<long long>(total_), rate,
+  std::snprintf(head, sizeof head, "%s step %lld/%lld %s ETA %s loss %.4g", label_.c_str(),
+                static_cast<long long>(step), static_cast<long long>(total_), speed,
                 format_duration(eta).c_str(), loss_);
   if (tty_) {
     const int width = 20;
