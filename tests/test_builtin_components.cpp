@@ -241,6 +241,69 @@ TEST_CASE("transformer options change the computation as specified", "[builtin]"
   }
 }
 
+TEST_CASE("readout_center: α·(f(θ) − f(θ₀)), θ₀ kept as buffers", "[builtin]") {
+  auto x = tiny_inputs();
+  const auto opts = small({{"readout_center", true}, {"readout", "all"}, {"readout_scale", 1.5},
+                           {"layer_norm", "pre"}, {"attn_bias", true}});
+  auto m = make_model(opts, kTiny, 3);
+  auto y = m->forward(x);
+  REQUIRE(y.sizes() == torch::IntArrayRef({4, 3, 5}));
+  CHECK(y.abs().max().item<double>() == 0.0);  // exactly zero at initialisation
+
+  // The same draws as without centring; θ₀ is a buffer copy under init.<name>.
+  auto plain_opts = opts;
+  plain_opts["readout_center"] = false;
+  plain_opts["readout_scale"] = 1.0;
+  auto plain = make_model(plain_opts, kTiny, 3);
+  auto buffers = m->named_buffers();
+  for (const auto& p : plain->named_parameters()) {
+    INFO(p.key());
+    CHECK(torch::equal(p.value(), m->named_parameters()[p.key()]));
+    REQUIRE(buffers.find("init." + p.key()) != nullptr);
+    CHECK(torch::equal(p.value(), buffers["init." + p.key()]));
+  }
+  for (const auto& p : m->named_parameters()) CHECK(p.key().rfind("init.", 0) != 0);
+  CHECK(m->named_parameters().size() == plain->named_parameters().size());
+
+  // Move θ; the output is α·(f(θ) − f(θ₀)) with f the uncentred network.
+  const auto f0 = plain->forward(x).detach();
+  {
+    torch::NoGradGuard g;
+    for (auto& p : m->named_parameters()) {
+      p.value().add_(torch::randn(p.value().sizes()) * 0.1);
+      plain->named_parameters()[p.key()].copy_(p.value());
+    }
+  }
+  auto moved = m->forward(x);
+  CHECK(torch::equal(moved, at::mul(plain->forward(x) - f0, 1.5)));
+  CHECK(moved.abs().max().item<double>() > 0);
+
+  // Gradients in float64 against central differences; θ₀ gets none.
+  m->to(torch::kDouble);
+  auto w = torch::randn({4, 3, 5}, torch::kDouble);
+  auto f = [&] { return (m->forward(x) * w).sum(); };
+  m->zero_grad();
+  f().backward();
+  for (const auto& b : m->named_buffers()) CHECK_FALSE(b.value().grad().defined());
+  for (const auto& np : m->named_parameters()) {
+    torch::Tensor p = np.value();
+    torch::NoGradGuard g;
+    auto flat = p.view({-1});
+    for (int64_t i : {int64_t{0}, flat.numel() / 2, flat.numel() - 1}) {
+      const double old = flat[i].item<double>(), eps = 1e-6;
+      flat[i] = old + eps;
+      const double up = f().item<double>();
+      flat[i] = old - eps;
+      const double down = f().item<double>();
+      flat[i] = old;
+      const double numeric = (up - down) / (2 * eps);
+      const double analytic = p.grad().view({-1})[i].item<double>();
+      INFO(np.key() << "[" << i << "]: analytic " << analytic << ", numeric " << numeric);
+      CHECK(std::abs(analytic - numeric) <= 1e-6 * std::max(1.0, std::abs(numeric)));
+    }
+  }
+}
+
 TEST_CASE("transformer init schemes", "[builtin]") {
   for (const char* scheme : {"reference", "pytorch", "xavier", "lecun", "nanda"}) {
     INFO(scheme);
@@ -326,11 +389,90 @@ TEST_CASE("schedules, clipping and decay selection", "[builtin]") {
   CHECK(e[0][0].item<double>() == 1.0);
 }
 
+TEST_CASE("Grokfast and the fixed-norm constraint on a toy quadratic", "[builtin]") {
+  // L = ½θ², so g = θ; SGD with lr 0.1 from θ = 1, in float64.
+  auto run = [](std::map<std::string, Value> set, int steps, TensorMap* state = nullptr) {
+    set["lr"] = 0.1;
+    auto opt = make_optimizer("sgd", set);
+    auto p = torch::ones({1}, torch::kDouble).requires_grad_();
+    opt->attach({{"w", p}});
+    std::vector<double> out;
+    for (int k = 1; k <= steps; ++k) {
+      p.mutable_grad() = p.detach().clone();
+      opt->step(k);
+      out.push_back(p.item<double>());
+    }
+    if (state != nullptr) *state = opt->state();
+    return out;
+  };
+  SECTION("off: plain SGD") {
+    auto th = run({}, 2);
+    CHECK(th[0] == Approx(0.9).epsilon(1e-14));
+    CHECK(th[1] == Approx(0.81).epsilon(1e-14));
+  }
+  SECTION("ema: μ₀ = g₀, μ_t = α·μ_{t−1} + (1−α)·g_t, update with g + λ·μ") {
+    TensorMap state;
+    auto th = run({{"grokfast", "ema"}}, 3, &state);  // α 0.98, λ 2
+    CHECK(th[0] == Approx(1 - 0.1 * (1 + 2 * 1.0)).epsilon(1e-14));             // 0.7
+    CHECK(th[1] == Approx(0.7 - 0.1 * (0.7 + 2 * 0.994)).epsilon(1e-14));       // μ = 0.994
+    CHECK(th[2] == Approx(0.4312 - 0.1 * (0.4312 + 2 * 0.982744)).epsilon(1e-14));
+    REQUIRE(state.count("grokfast_ema.w"));
+    CHECK(state.at("grokfast_ema.w").item<double>() == Approx(0.982744).epsilon(1e-14));
+    auto other = run({{"grokfast", "ema"}, {"grokfast_alpha", 0.5}, {"grokfast_lambda", 1.0}}, 2);
+    CHECK(other[1] == Approx(0.8 - 0.1 * (0.8 + 0.9)).epsilon(1e-14));  // μ = 0.5·1 + 0.5·0.8
+  }
+  SECTION("ma: mean of the last w gradients, once w have been seen") {
+    TensorMap state;
+    auto th = run({{"grokfast", "ma"}, {"grokfast_window", 2}}, 3, &state);  // λ 2
+    CHECK(th[0] == Approx(0.9).epsilon(1e-14));                           // window not full
+    CHECK(th[1] == Approx(0.9 - 0.1 * (0.9 + 2 * 0.95)).epsilon(1e-14));  // mean(1, 0.9)
+    CHECK(th[2] == Approx(0.62 - 0.1 * (0.62 + 2 * 0.76)).epsilon(1e-14));  // mean(0.9, 0.62)
+    CHECK(state.at("grokfast_count.w").item<int64_t>() == 3);
+    CHECK(state.at("grokfast_window.w").sizes() == torch::IntArrayRef({2, 1}));
+  }
+  SECTION("fixed_norm keeps ‖θ‖ at its initial value, after init_scale") {
+    // θ = (3, 4) scaled by 2 → (6, 8), ‖θ₀‖ = 10; only the first coordinate
+    // has a gradient (L = ½a²): a ← 0.9a, then both × 10/‖θ‖.
+    auto opt = make_optimizer("sgd", {{"lr", 0.1}, {"fixed_norm", true}, {"init_scale", 2.0}});
+    auto a = torch::tensor({3.0}, torch::kDouble).requires_grad_();
+    auto b = torch::tensor({4.0}, torch::kDouble).requires_grad_();
+    opt->attach({{"a", a}, {"b", b}});
+    CHECK(a.item<double>() == 6.0);
+    CHECK(b.item<double>() == 8.0);
+    CHECK(opt->state().at("fixed_norm.init_norm").item<double>() == 10.0);
+    double ea = 6, eb = 8;
+    for (int k = 1; k <= 3; ++k) {
+      a.mutable_grad() = a.detach().clone();
+      opt->step(k);
+      ea *= 0.9;
+      const double f = 10 / std::sqrt(ea * ea + eb * eb);
+      ea *= f;
+      eb *= f;
+      CHECK(a.item<double>() == Approx(ea).epsilon(1e-14));
+      CHECK(b.item<double>() == Approx(eb).epsilon(1e-14));
+      CHECK(std::hypot(a.item<double>(), b.item<double>()) == Approx(10).epsilon(1e-14));
+    }
+    CHECK(b.item<double>() > 8.0);  // the norm lost by a went to b
+    CHECK_THROWS_WITH(make_optimizer("sgd", {{"init_scale", 0.0}}), Catch::Contains("init_scale"));
+  }
+}
+
 TEST_CASE("optimizer state round-trips bit for bit", "[builtin]") {
-  for (const char* name : {"adamw", "sgd"}) {
-    INFO(name);
-    std::map<std::string, Value> set{{"lr", 0.01}};
-    if (std::string(name) == "sgd") set["momentum"] = 0.9;
+  struct Case {
+    std::string name;
+    std::map<std::string, Value> set;
+    size_t per_param;  // state tensors per parameter
+    size_t global;     // state tensors not per parameter
+  };
+  const std::vector<Case> cases{
+      {"adamw", {{"lr", 0.01}}, 3, 0},
+      {"sgd", {{"lr", 0.01}, {"momentum", 0.9}}, 1, 0},
+      {"adamw", {{"lr", 0.01}, {"grokfast", "ema"}, {"fixed_norm", true}, {"init_scale", 0.5}}, 4, 1},
+      {"sgd", {{"lr", 0.01}, {"momentum", 0.9}, {"grokfast", "ma"}, {"grokfast_window", 2}}, 3, 0},
+      {"adam", {{"lr", 0.01}, {"weight_decay", 0.1}, {"grokfast", "ma"}, {"grokfast_window", 5},
+                {"fixed_norm", true}}, 5, 1}};
+  for (const auto& c : cases) {
+    INFO(c.name << " with " << c.set.size() << " settings");
     auto m = make_model(small(), kTiny);
     auto x = tiny_inputs();
     auto train = [&](Model& model, Optimizer& opt, int from, int to) {
@@ -340,7 +482,7 @@ TEST_CASE("optimizer state round-trips bit for bit", "[builtin]") {
         opt.step(k);
       }
     };
-    auto opt = make_optimizer(name, set);
+    auto opt = make_optimizer(c.name, c.set);
     opt->attach(named(*m));
     train(*m, *opt, 1, 3);
 
@@ -348,19 +490,29 @@ TEST_CASE("optimizer state round-trips bit for bit", "[builtin]") {
     TensorMap saved_params, saved_state;
     for (const auto& p : m->named_parameters()) saved_params[p.key()] = p.value().detach().clone();
     for (const auto& [k, t] : opt->state()) saved_state[k] = t.clone();
-    CHECK(saved_state.size() == (std::string(name) == "sgd" ? 1u : 3u) * saved_params.size());
+    CHECK(saved_state.size() == c.per_param * saved_params.size() + c.global);
     train(*m, *opt, 4, 6);
 
+    // As the trainer resumes: build, attach (init_scale acts here), then restore.
     auto m2 = make_model(small(), kTiny, 99);
+    auto opt2 = make_optimizer(c.name, c.set);
+    opt2->attach(named(*m2));
     {
       torch::NoGradGuard g;
       for (auto& p : m2->named_parameters()) p.value().copy_(saved_params.at(p.key()));
     }
-    auto opt2 = make_optimizer(name, set);
-    opt2->attach(named(*m2));
     opt2->load_state(saved_state);
     train(*m2, *opt2, 4, 6);
     for (const auto& p : m->named_parameters()) CHECK(torch::equal(p.value(), m2->named_parameters()[p.key()]));
+    if (c.global > 0) {
+      // ‖θ₀‖ is required state: loading a state without it is refused.
+      auto m3 = make_model(small(), kTiny, 99);
+      auto opt3 = make_optimizer(c.name, c.set);
+      opt3->attach(named(*m3));
+      TensorMap partial = saved_state;
+      partial.erase("fixed_norm.init_norm");
+      CHECK_THROWS_WITH(opt3->load_state(partial), Catch::Contains("fixed_norm.init_norm"));
+    }
   }
 }
 

@@ -106,6 +106,7 @@ struct Trainer::Impl {
   int64_t cursor = 0;  // next position in perm
   Batch full_batch;    // cached when training full-batch
   int64_t step = 0;
+  bool loss_float64 = true;  // the training loss on logits cast to double (see trainer.h)
 
   TensorMap model_state() const {
     TensorMap m;
@@ -242,6 +243,13 @@ Trainer::Trainer(const ResolvedConfig& config, const Registry& registry) : impl_
   m.optimizer = guarded("optimizer " + config.optimizer.plugin, [&] {
     return find(Kind::Optimizer, config.optimizer.plugin)->make_optimizer(config.optimizer.params);
   });
+  if (config.optimizer.params.has("loss_dtype")) {
+    const Value& v = config.optimizer.params.get("loss_dtype");
+    if (!v.is_string() || (v.as_string() != "float64" && v.as_string() != "float32"))
+      throw std::runtime_error("optimizer " + config.optimizer.plugin + ": loss_dtype = " + v.canonical() +
+                               " (the trainer expects \"float64\" or \"float32\")");
+    m.loss_float64 = v.as_string() == "float64";
+  }
   for (size_t i = 0; i < config.metrics.size(); ++i) {
     const auto& mc = config.metrics[i];
     m.metrics.push_back(guarded("metrics." + std::to_string(i) + " " + mc.plugin,
@@ -284,8 +292,9 @@ int64_t Trainer::run(TrainObserver& obs, const TrainPlan& plan) {
     auto logits = m.model->forward(b.inputs);
     const int64_t L = logits.size(1);
     auto targets = b.targets.narrow(1, b.targets.size(1) - L, L).reshape({-1});
+    auto flat = logits.reshape({-1, logits.size(2)});
     auto loss = torch::nn::functional::cross_entropy(
-        logits.reshape({-1, logits.size(2)}).to(torch::kDouble), targets,
+        m.loss_float64 ? flat.to(torch::kDouble) : flat, targets,
         torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-1));
     m.optimizer->zero_grad();
     loss.backward();

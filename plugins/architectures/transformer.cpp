@@ -15,6 +15,15 @@
 //   blocks.N.mlp.fc2.{weight,bias}          [d, d_ff], [d]
 //   ln_final.{weight,bias}                  with final_ln
 //   readout [d, C]                          logits = α · h @ readout (absent with tied_readout)
+//   init.*                                  with readout_center: buffers holding the initial
+//                                           network θ₀ under the same names (init.readout, …)
+//
+// readout_center (Omnigrok / Kumar et al.'s centring): logits = α·(f(θ) − f(θ₀)),
+// where f(θ₀) is a frozen copy of the network as initialised. θ₀ is stored as
+// buffers, so it is in every checkpoint's state dict and a resume restores it
+// bit for bit; building the copy draws no randomness, so the initial θ is the
+// same with and without centring. The copy runs without autograd and without
+// dropout, so with dropout 0 the output at initialisation is exactly zero.
 //
 // The forward pass issues the same ATen ops, on tensors of the same layout, as
 // PyTorch 1.13's nn.MultiheadAttention (batch_first, slow path) and the model
@@ -25,6 +34,7 @@
 
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -117,13 +127,19 @@ struct Config {
   bool tied_readout, final_ln;
   std::string init;
   double readout_scale;
+  bool readout_center;
 };
+
+// Registers t in m as a parameter, or as a buffer when frozen (the initial copy).
+Tensor add_tensor(torch::nn::Module& m, const std::string& name, Tensor t, bool frozen) {
+  return frozen ? m.register_buffer(name, std::move(t)) : m.register_parameter(name, std::move(t));
+}
 
 // y = x Wᵀ + b, as nn.Linear (parameters `weight` [out, in], `bias` [out]).
 struct Linear : torch::nn::Module {
-  Linear(int64_t in, int64_t out, bool with_bias) {
-    weight = register_parameter("weight", torch::empty({out, in}));
-    if (with_bias) bias = register_parameter("bias", torch::empty({out}));
+  Linear(int64_t in, int64_t out, bool with_bias, bool frozen) {
+    weight = add_tensor(*this, "weight", torch::empty({out, in}), frozen);
+    if (with_bias) bias = add_tensor(*this, "bias", torch::empty({out}), frozen);
   }
   Tensor forward(const Tensor& x) const { return at::linear(x, weight, bias); }
   Tensor weight, bias;
@@ -131,9 +147,9 @@ struct Linear : torch::nn::Module {
 
 // nn.LayerNorm over the last dimension (parameters `weight`, `bias`).
 struct LayerNorm : torch::nn::Module {
-  LayerNorm(int64_t d, double eps) : d_(d), eps_(eps) {
-    weight = register_parameter("weight", torch::ones({d}));
-    bias = register_parameter("bias", torch::zeros({d}));
+  LayerNorm(int64_t d, double eps, bool frozen) : d_(d), eps_(eps) {
+    weight = add_tensor(*this, "weight", torch::ones({d}), frozen);
+    bias = add_tensor(*this, "bias", torch::zeros({d}), frozen);
   }
   Tensor forward(const Tensor& x) const {
     return at::layer_norm(x, {d_}, weight, bias, eps_, /*cudnn_enable=*/true);
@@ -148,16 +164,16 @@ struct LayerNorm : torch::nn::Module {
 // Multi-head attention with separate q/k/v/out projections; the same ops as
 // F.multi_head_attention_forward in PyTorch 1.13.
 struct Attention : torch::nn::Module {
-  Attention(int64_t d, int64_t heads, bool bias) : d_(d), heads_(heads) {
-    q_proj = register_module("q_proj", std::make_shared<Linear>(d, d, bias));
-    k_proj = register_module("k_proj", std::make_shared<Linear>(d, d, bias));
-    v_proj = register_module("v_proj", std::make_shared<Linear>(d, d, bias));
-    out_proj = register_module("out_proj", std::make_shared<Linear>(d, d, bias));
+  Attention(int64_t d, int64_t heads, bool bias, bool frozen) : d_(d), heads_(heads) {
+    q_proj = register_module("q_proj", std::make_shared<Linear>(d, d, bias, frozen));
+    k_proj = register_module("k_proj", std::make_shared<Linear>(d, d, bias, frozen));
+    v_proj = register_module("v_proj", std::make_shared<Linear>(d, d, bias, frozen));
+    out_proj = register_module("out_proj", std::make_shared<Linear>(d, d, bias, frozen));
   }
 
   // q_in, k_in, v_in: [B, T, d]; mask: [T, T] additive, or undefined.
   Tensor forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const Tensor& mask,
-                 double dropout) const {
+                 double dropout, bool training) const {
     Tensor q, k, v;
     if (q_in.is_same(k_in) && k_in.is_same(v_in)) {
       // Self-attention: one packed projection, as nn.MultiheadAttention's in_proj_weight.
@@ -182,7 +198,7 @@ struct Attention : torch::nn::Module {
     Tensor att = mask.defined() ? at::baddbmm(mask.unsqueeze(0), q_scaled, k.transpose(-2, -1))
                                 : at::bmm(q_scaled, k.transpose(-2, -1));
     att = att.softmax(-1);
-    if (dropout > 0.0 && is_training()) att = at::dropout(att, dropout, true);
+    if (dropout > 0.0 && training) att = at::dropout(att, dropout, true);
     Tensor out = at::bmm(att, v);
     out = out.transpose(0, 1).contiguous().view({tgt * bsz, d_});
     out = out_proj->forward(out);
@@ -197,14 +213,14 @@ struct Attention : torch::nn::Module {
 
 // fc2(act(fc1(x))), dropout on the hidden layer.
 struct Mlp : torch::nn::Module {
-  Mlp(int64_t d, int64_t d_ff, bool gelu) : gelu_(gelu) {
-    fc1 = register_module("fc1", std::make_shared<Linear>(d, d_ff, true));
-    fc2 = register_module("fc2", std::make_shared<Linear>(d_ff, d, true));
+  Mlp(int64_t d, int64_t d_ff, bool gelu, bool frozen) : gelu_(gelu) {
+    fc1 = register_module("fc1", std::make_shared<Linear>(d, d_ff, true, frozen));
+    fc2 = register_module("fc2", std::make_shared<Linear>(d_ff, d, true, frozen));
   }
-  Tensor forward(const Tensor& x, double dropout) const {
+  Tensor forward(const Tensor& x, double dropout, bool training) const {
     Tensor h = fc1->forward(x);
     h = gelu_ ? at::gelu(h) : at::relu(h);
-    if (dropout > 0.0 && is_training()) h = at::dropout(h, dropout, true);
+    if (dropout > 0.0 && training) h = at::dropout(h, dropout, true);
     return fc2->forward(h);
   }
   std::shared_ptr<Linear> fc1, fc2;
@@ -215,30 +231,31 @@ struct Mlp : torch::nn::Module {
 
 // One residual block: attention then MLP, LayerNorms where the placement says.
 struct Block : torch::nn::Module {
-  Block(const Config& c, const Placement& p) : p_(p), dropout_(c.dropout) {
-    attn = register_module("attn", std::make_shared<Attention>(c.d_model, c.heads, c.attn_bias));
-    if (p.attn_q || p.attn_k || p.attn_v || p.post)
-      ln_attn = register_module("ln_attn", std::make_shared<LayerNorm>(c.d_model, c.ln_eps));
-    if (p.peri_out)
-      ln_attn_out = register_module("ln_attn_out", std::make_shared<LayerNorm>(c.d_model, c.ln_eps));
-    if (p.mlp_in || p.post)
-      ln_mlp = register_module("ln_mlp", std::make_shared<LayerNorm>(c.d_model, c.ln_eps));
-    mlp = register_module("mlp", std::make_shared<Mlp>(c.d_model, c.d_ff, c.activation == "gelu"));
-    if (p.peri_out)
-      ln_mlp_out = register_module("ln_mlp_out", std::make_shared<LayerNorm>(c.d_model, c.ln_eps));
+  Block(const Config& c, const Placement& p, bool frozen) : p_(p), dropout_(c.dropout) {
+    auto ln = [&] { return std::make_shared<LayerNorm>(c.d_model, c.ln_eps, frozen); };
+    attn = register_module("attn", std::make_shared<Attention>(c.d_model, c.heads, c.attn_bias, frozen));
+    if (p.attn_q || p.attn_k || p.attn_v || p.post) ln_attn = register_module("ln_attn", ln());
+    if (p.peri_out) ln_attn_out = register_module("ln_attn_out", ln());
+    if (p.mlp_in || p.post) ln_mlp = register_module("ln_mlp", ln());
+    mlp = register_module("mlp",
+                          std::make_shared<Mlp>(c.d_model, c.d_ff, c.activation == "gelu", frozen));
+    if (p.peri_out) ln_mlp_out = register_module("ln_mlp_out", ln());
   }
 
-  Tensor forward(Tensor x, const Tensor& mask) const {
+  Tensor forward(Tensor x, const Tensor& mask, bool training) const {
+    auto drop = [&](const Tensor& t) {
+      return dropout_ > 0.0 && training ? at::dropout(t, dropout_, true) : t;
+    };
     if (p_.post) {
-      x = ln_attn->forward(x + drop(attn->forward(x, x, x, mask, dropout_)));
-      return ln_mlp->forward(x + drop(mlp->forward(x, dropout_)));
+      x = ln_attn->forward(x + drop(attn->forward(x, x, x, mask, dropout_, training)));
+      return ln_mlp->forward(x + drop(mlp->forward(x, dropout_, training)));
     }
     const Tensor xn = ln_attn ? ln_attn->forward(x) : Tensor();
     Tensor a = attn->forward(p_.attn_q ? xn : x, p_.attn_k ? xn : x, p_.attn_v ? xn : x, mask,
-                             dropout_);
+                             dropout_, training);
     if (ln_attn_out) a = ln_attn_out->forward(a);
     x = x + drop(a);
-    Tensor m = mlp->forward(ln_mlp ? ln_mlp->forward(x) : x, dropout_);
+    Tensor m = mlp->forward(ln_mlp ? ln_mlp->forward(x) : x, dropout_, training);
     if (ln_mlp_out) m = ln_mlp_out->forward(m);
     return x + drop(m);
   }
@@ -248,23 +265,23 @@ struct Block : torch::nn::Module {
   std::shared_ptr<Mlp> mlp;
 
  private:
-  Tensor drop(const Tensor& t) const {
-    return dropout_ > 0.0 && is_training() ? at::dropout(t, dropout_, true) : t;
-  }
   Placement p_;
   double dropout_;
 };
 
-// The model: embeddings (+ positions), blocks, optional final LN, readout.
-class Transformer final : public Model {
+// The network: embeddings (+ positions), blocks, optional final LN, readout.
+// Its tensors are registered in `owner`: as parameters, or as buffers when
+// frozen (the initial copy kept by readout_center).
+class Net {
  public:
-  Transformer(const Config& c, const TaskSpec& spec) : c_(c), spec_(spec) {
+  Net(torch::nn::Module& owner, const Config& c, const TaskSpec& spec, bool frozen)
+      : c_(c), spec_(spec) {
     const Placement placement = parse_placement(c.layer_norm);
     const int64_t d = c.d_model;
-    embed_ = register_module("embed", std::make_shared<torch::nn::Module>());
-    embed_weight_ = embed_->register_parameter("weight", torch::empty({spec.vocab_size, d}));
+    auto embed = owner.register_module("embed", std::make_shared<torch::nn::Module>());
+    embed_weight_ = add_tensor(*embed, "weight", torch::empty({spec.vocab_size, d}), frozen);
     if (c.positions == "learned") {
-      pos_ = register_parameter("pos", torch::empty({spec.seq_len, d}));
+      pos_ = add_tensor(owner, "pos", torch::empty({spec.seq_len, d}), frozen);
     } else {
       // Fixed sinusoids (a buffer): pe[t, 2i] = sin(t·ω_i), pe[t, 2i+1] = cos(t·ω_i),
       // ω_i = 10000^(-2i/d).
@@ -274,46 +291,42 @@ class Transformer final : public Model {
       auto table = torch::zeros({spec.seq_len, d});
       table.slice(1, 0, d, 2).copy_(torch::sin(t * omega));
       table.slice(1, 1, d, 2).copy_(torch::cos(t * omega));
-      pos_ = register_buffer("pos", table);
+      pos_ = owner.register_buffer("pos", table);
     }
-    auto blocks = register_module("blocks", std::make_shared<torch::nn::Module>());
+    auto blocks = owner.register_module("blocks", std::make_shared<torch::nn::Module>());
     for (int64_t i = 0; i < c.depth; ++i)
-      blocks_.push_back(
-          blocks->register_module(std::to_string(i), std::make_shared<Block>(c, placement)));
-    if (c.final_ln) ln_final_ = register_module("ln_final", std::make_shared<LayerNorm>(d, c.ln_eps));
-    if (!c.tied_readout) readout_ = register_parameter("readout", torch::empty({d, spec.num_classes}));
-    initialise();
+      blocks_.push_back(blocks->register_module(std::to_string(i),
+                                                std::make_shared<Block>(c, placement, frozen)));
+    if (c.final_ln)
+      ln_final_ = owner.register_module("ln_final", std::make_shared<LayerNorm>(d, c.ln_eps, frozen));
+    if (!c.tied_readout)
+      readout_ = add_tensor(owner, "readout", torch::empty({d, spec.num_classes}), frozen);
   }
+  Net(const Net&) = delete;
+  Net& operator=(const Net&) = delete;
 
-  Tensor forward(const Tensor& inputs) override {
+  // Returns h @ W_U (before α) for inputs [B, T], T <= seq_len; dropout only when training.
+  Tensor forward(const Tensor& inputs, bool training) const {
     const int64_t T = inputs.size(1);
-    if (T > spec_.seq_len)
-      throw std::invalid_argument("transformer: input length " + std::to_string(T) +
-                                  " exceeds the task's seq_len " + std::to_string(spec_.seq_len));
     Tensor h = at::embedding(embed_weight_, inputs, -1, false, false);
     if (c_.embed_scale == "sqrt_d")
       h = at::mul(h, py_scalar(std::sqrt(static_cast<double>(c_.d_model))));
     h = h + (T == spec_.seq_len ? pos_ : pos_.narrow(0, 0, T));
-    if (c_.dropout > 0.0 && is_training()) h = at::dropout(h, c_.dropout, true);
+    if (c_.dropout > 0.0 && training) h = at::dropout(h, c_.dropout, true);
     Tensor mask;
     if (c_.causal)
       mask = torch::full({T, T}, -std::numeric_limits<double>::infinity(), h.options()).triu(1);
-    for (const auto& b : blocks_) h = b->forward(h, mask);
+    for (const auto& b : blocks_) h = b->forward(h, mask, training);
     const Tensor w = c_.tied_readout ? embed_weight_.t() : readout_;
-    Tensor logits;
     if (c_.readout == "last") {
       Tensor last = h.select(1, -1);
       if (ln_final_) last = ln_final_->forward(last);
-      logits = last.matmul(w).unsqueeze(1);
-    } else {
-      if (ln_final_) h = ln_final_->forward(h);
-      logits = h.matmul(w);
+      return last.matmul(w).unsqueeze(1);
     }
-    if (c_.readout_scale != 1.0) logits = at::mul(logits, py_scalar(c_.readout_scale));
-    return logits;
+    if (ln_final_) h = ln_final_->forward(h);
+    return h.matmul(w);
   }
 
- private:
   // Fills every parameter from torch's default generator, in the order the
   // equivalent Python modules' constructors would draw.
   void initialise() {
@@ -359,6 +372,7 @@ class Transformer final : public Model {
     }
   }
 
+ private:
   void init_block(Block& b) {
     const std::string& s = c_.init;
     const int64_t d = c_.d_model;
@@ -401,10 +415,56 @@ class Transformer final : public Model {
 
   Config c_;
   TaskSpec spec_;
-  std::shared_ptr<torch::nn::Module> embed_;
   Tensor embed_weight_, pos_, readout_;
   std::vector<std::shared_ptr<Block>> blocks_;
   std::shared_ptr<LayerNorm> ln_final_;
+};
+
+// The model: the network, scaled by α and, with readout_center, centred on
+// its initial copy.
+class Transformer final : public Model {
+ public:
+  Transformer(const Config& c, const TaskSpec& spec) : c_(c), spec_(spec), net_(*this, c, spec, false) {
+    net_.initialise();
+    if (c.readout_center) {
+      auto holder = register_module("init", std::make_shared<torch::nn::Module>());
+      init_ = std::make_unique<Net>(*holder, c, spec, true);
+      // θ₀ ← θ by name; draws nothing.
+      torch::NoGradGuard no_grad;
+      auto params = named_parameters(true);
+      auto buffers = named_buffers(true);
+      for (auto& b : holder->named_buffers(true)) {
+        const torch::Tensor* from = params.find(b.key());
+        if (from == nullptr) from = buffers.find(b.key());
+        if (from == nullptr) throw std::logic_error("transformer: no tensor '" + b.key() + "' to copy");
+        b.value().copy_(*from);
+      }
+    }
+  }
+
+  Tensor forward(const Tensor& inputs) override {
+    const int64_t T = inputs.size(1);
+    if (T > spec_.seq_len)
+      throw std::invalid_argument("transformer: input length " + std::to_string(T) +
+                                  " exceeds the task's seq_len " + std::to_string(spec_.seq_len));
+    Tensor logits = net_.forward(inputs, is_training());
+    if (init_) {
+      Tensor at_init;
+      {
+        torch::NoGradGuard no_grad;
+        at_init = init_->forward(inputs, false);
+      }
+      logits = logits - at_init;
+    }
+    if (c_.readout_scale != 1.0) logits = at::mul(logits, py_scalar(c_.readout_scale));
+    return logits;
+  }
+
+ private:
+  Config c_;
+  TaskSpec spec_;
+  Net net_;
+  std::unique_ptr<Net> init_;  // the frozen initial copy (readout_center)
 };
 
 class TransformerArchitecture final : public Architecture {
@@ -427,6 +487,7 @@ class TransformerArchitecture final : public Architecture {
     c_.final_ln = p.get_bool("final_ln");
     c_.init = p.get_string("init");
     c_.readout_scale = p.get_float("readout_scale");
+    c_.readout_center = p.get_bool("readout_center");
     parse_placement(c_.layer_norm);  // throws on an unknown placement
     if (c_.d_model % c_.heads != 0)
       throw std::invalid_argument("transformer: d_model " + std::to_string(c_.d_model) +
@@ -483,7 +544,10 @@ void register_transformer(Registrar& r) {
                   "logits from the last position [B,1,C] or from all positions [B,T,C]")
           .boolean("tied_readout", false, "readout with embed.weightᵀ (needs num_classes == vocab)")
           .boolean("final_ln", false, "LayerNorm before the readout")
-          .real("readout_scale", 1.0, "α in logits = α · h @ readout"),
+          .real("readout_scale", 1.0, "α in logits = α · h @ readout")
+          .boolean("readout_center", false,
+                   "logits α·(f(θ) − f(θ₀)): centred on a frozen copy of the initial network, "
+                   "kept as buffers init.*"),
       [](const Params& p) { return std::make_shared<TransformerArchitecture>(p); });
 }
 

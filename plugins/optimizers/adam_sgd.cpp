@@ -1,7 +1,27 @@
 // adamw, adam and sgd: the updates of PyTorch 1.13's torch.optim (the
 // single-tensor code paths, op for op, so results match Python bit-for-bit),
-// with learning-rate schedules, gradient-norm clipping and a choice of which
-// parameters get weight decay.
+// with learning-rate schedules, gradient-norm clipping, a choice of which
+// parameters get weight decay, and the grokking interventions:
+//
+//   grokfast = "ema"  Lee et al. 2024: μ₀ = g₀, μ_t = α·μ_{t−1} + (1−α)·g_t,
+//                     the update uses g_t + λ·μ_t (grokfast_alpha, grokfast_lambda).
+//   grokfast = "ma"   the moving-average variant: the mean of the last w gradients
+//                     (the current one included), used as g_t + λ·mean once w
+//                     gradients have been seen (grokfast_window).
+//   fixed_norm        Liu et al. 2023 (Omnigrok): after every update, every
+//                     parameter is multiplied by ‖θ₀‖/‖θ‖ (the global 2-norm over
+//                     all the optimizer's parameters), so ‖θ‖ stays at its initial value.
+//   init_scale        the parameters are multiplied by this when the optimizer is
+//                     attached, before ‖θ₀‖ is taken (Omnigrok's initialisation scale).
+//                     Only the parameters: buffers (a readout_center copy θ₀) keep
+//                     the values the architecture drew.
+//   loss_dtype        not used here: the trainer reads it (float64: cross-entropy on
+//                     logits cast to double, as the reference; float32: on the logits as they are).
+//
+// One step: Grokfast filter on the raw gradients, then clipping, then the
+// update, then the fixed-norm rescale. Everything the interventions carry
+// (μ, the gradient window and its count, ‖θ₀‖) is in state(), so a resumed run
+// is bit-identical to an uninterrupted one.
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -26,11 +46,18 @@ class Scheduled : public Optimizer {
         schedule_(p.get_string("schedule")),
         decay_steps_(p.get_int("decay_steps")),
         clip_(p.get_float("clip_grad_norm")),
-        decay_params_(p.get_string("decay_params")) {
+        decay_params_(p.get_string("decay_params")),
+        grokfast_(p.get_string("grokfast")),
+        gf_alpha_(p.get_float("grokfast_alpha")),
+        gf_lambda_(p.get_float("grokfast_lambda")),
+        gf_window_(p.get_int("grokfast_window")),
+        fixed_norm_(p.get_bool("fixed_norm")),
+        init_scale_(p.get_float("init_scale")) {
     if (schedule_ != "constant" && decay_steps_ <= warmup_)
       throw std::invalid_argument("schedule \"" + schedule_ + "\" needs decay_steps (" +
                                   std::to_string(decay_steps_) + ") > warmup_steps (" +
                                   std::to_string(warmup_) + ")");
+    if (!(init_scale_ > 0)) throw std::invalid_argument("init_scale must be > 0");
   }
 
   void attach(const std::vector<std::pair<std::string, Tensor>>& params) override {
@@ -40,13 +67,67 @@ class Scheduled : public Optimizer {
       const bool embedding = name.rfind("embed", 0) == 0 || name.rfind("pos", 0) == 0;
       decays_.push_back(decay_params_ == "all" || (t.dim() >= 2 && !embedding));
     }
+    filter_.assign(params_.size(), Filter());
+    if (init_scale_ != 1.0) {
+      torch::NoGradGuard no_grad;
+      for (auto& [name, t] : params_) t.mul_(init_scale_);
+    }
+    init_norm_ = fixed_norm_ ? global_norm() : 0.0;
     on_attach();
   }
 
   void step(int64_t step) override {
     torch::NoGradGuard no_grad;
+    if (grokfast_ != "off") grokfast_filter();
     if (clip_ > 0) clip_grad_norm();
     update(lr_ * multiplier(step - 1));
+    if (fixed_norm_) rescale_to_initial_norm();
+  }
+
+  // The update's own state (see update_state()) and the interventions':
+  // "grokfast_ema.<name>"; "grokfast_window.<name>" [w, ...] and
+  // "grokfast_count.<name>" (0-d int64); "fixed_norm.init_norm" (0-d double).
+  TensorMap state() const final {
+    TensorMap out = update_state();
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const Filter& f = filter_[i];
+      const std::string& n = params_[i].first;
+      if (f.ema.defined()) out["grokfast_ema." + n] = f.ema;
+      if (f.window.defined()) {
+        out["grokfast_window." + n] = f.window;
+        out["grokfast_count." + n] = torch::tensor(f.count, torch::kLong);
+      }
+    }
+    if (fixed_norm_) out["fixed_norm.init_norm"] = torch::tensor(init_norm_, torch::kDouble);
+    return out;
+  }
+
+  void load_state(const TensorMap& state) final {
+    load_update_state(state);
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const std::string& n = params_[i].first;
+      Filter f;
+      if (state.count("grokfast_ema." + n)) f.ema = take(state, "grokfast_ema." + n, i);
+      auto win = state.find("grokfast_window." + n);
+      if (win != state.end()) {
+        std::vector<int64_t> shape{gf_window_};
+        for (int64_t d : params_[i].second.sizes()) shape.push_back(d);
+        if (win->second.sizes() != torch::IntArrayRef(shape))
+          throw std::runtime_error("optimizer state: 'grokfast_window." + n +
+                                   "' does not fit grokfast_window = " + std::to_string(gf_window_));
+        auto count = state.find("grokfast_count." + n);
+        if (count == state.end())
+          throw std::runtime_error("optimizer state: no entry 'grokfast_count." + n + "'");
+        f.window = win->second.clone();
+        f.count = count->second.item<int64_t>();
+      }
+      filter_[i] = f;
+    }
+    if (fixed_norm_) {
+      auto it = state.find("fixed_norm.init_norm");
+      if (it == state.end()) throw std::runtime_error("optimizer state: no entry 'fixed_norm.init_norm'");
+      init_norm_ = it->second.item<double>();
+    }
   }
 
   // The learning-rate multiplier for the update after s completed updates;
@@ -64,6 +145,9 @@ class Scheduled : public Optimizer {
  protected:
   virtual void on_attach() {}
   virtual void update(double lr) = 0;
+  // The update's own state, and loading it back (keys it does not know are ignored).
+  virtual TensorMap update_state() const = 0;
+  virtual void load_update_state(const TensorMap& state) = 0;
 
   // Weight decay for parameter i (0 where decay_params excludes it).
   double decay_of(size_t i) const { return decays_[i] ? weight_decay_ : 0.0; }
@@ -103,6 +187,59 @@ class Scheduled : public Optimizer {
   double clip_;
   std::string decay_params_;
   std::vector<bool> decays_;
+
+ private:
+  // Grokfast's per-parameter state.
+  struct Filter {
+    Tensor ema;         // μ (grokfast = "ema")
+    Tensor window;      // [w, ...] the last w gradients, a ring (grokfast = "ma")
+    int64_t count = 0;  // gradients seen; the next goes to window[count % w]
+  };
+
+  // Replaces each gradient g by g + λ·μ (ema) or g + λ·mean(window) (ma, once full).
+  void grokfast_filter() {
+    for (size_t i = 0; i < params_.size(); ++i) {
+      Tensor g = params_[i].second.grad();
+      if (!g.defined()) continue;
+      Filter& f = filter_[i];
+      if (grokfast_ == "ema") {
+        if (!f.ema.defined()) f.ema = g.clone();  // μ₀ = g₀
+        else f.ema.mul_(gf_alpha_).add_(g, 1 - gf_alpha_);
+        g.add_(f.ema, gf_lambda_);
+      } else {
+        if (!f.window.defined()) {
+          std::vector<int64_t> shape{gf_window_};
+          for (int64_t d : g.sizes()) shape.push_back(d);
+          f.window = torch::zeros(shape, g.options());
+        }
+        f.window.select(0, f.count % gf_window_).copy_(g);
+        f.count += 1;
+        if (f.count >= gf_window_) g.add_(f.window.sum(0).div_(static_cast<double>(gf_window_)), gf_lambda_);
+      }
+    }
+  }
+
+  // ‖θ‖: the 2-norm over every parameter, accumulated in double.
+  double global_norm() const {
+    double sum = 0;
+    for (const auto& [name, t] : params_) sum += t.detach().to(torch::kDouble).pow(2).sum().item<double>();
+    return std::sqrt(sum);
+  }
+
+  void rescale_to_initial_norm() {
+    const double norm = global_norm();
+    if (!(norm > 0)) return;  // all zero: nothing to scale
+    const double factor = init_norm_ / norm;
+    for (auto& [name, t] : params_) t.mul_(factor);
+  }
+
+  std::string grokfast_;
+  double gf_alpha_, gf_lambda_;
+  int64_t gf_window_;
+  bool fixed_norm_;
+  double init_scale_;
+  double init_norm_ = 0.0;  // ‖θ₀‖ after init_scale (fixed_norm)
+  std::vector<Filter> filter_;
 };
 
 // The state key of one of a parameter's tensors, e.g. "exp_avg.blocks.0.mlp.fc1.weight".
@@ -119,7 +256,7 @@ class Adam final : public Scheduled {
         eps_(p.get_float("eps")) {}
 
   // Per updated parameter: "step.<name>" (0-d int64), "exp_avg.<name>", "exp_avg_sq.<name>".
-  TensorMap state() const override {
+  TensorMap update_state() const override {
     TensorMap out;
     for (size_t i = 0; i < params_.size(); ++i) {
       const State& s = state_[i];
@@ -132,7 +269,7 @@ class Adam final : public Scheduled {
     return out;
   }
 
-  void load_state(const TensorMap& state) override {
+  void load_update_state(const TensorMap& state) override {
     for (size_t i = 0; i < params_.size(); ++i) {
       const std::string& n = params_[i].first;
       auto step = state.find(key_of(n, "step"));
@@ -198,14 +335,14 @@ class Sgd final : public Scheduled {
   }
 
   // Per parameter with momentum: "momentum_buffer.<name>".
-  TensorMap state() const override {
+  TensorMap update_state() const override {
     TensorMap out;
     for (size_t i = 0; i < params_.size(); ++i)
       if (buf_[i].defined()) out[key_of(params_[i].first, "momentum_buffer")] = buf_[i];
     return out;
   }
 
-  void load_state(const TensorMap& state) override {
+  void load_update_state(const TensorMap& state) override {
     for (size_t i = 0; i < params_.size(); ++i) {
       const std::string key = key_of(params_[i].first, "momentum_buffer");
       buf_[i] = state.count(key) ? take(state, key, i) : Tensor();
@@ -249,7 +386,19 @@ Schema& common(Schema& s, double lr, double weight_decay) {
       .choice("schedule", "constant", {"constant", "linear", "cosine"},
               "after warmup: constant, or linear/cosine decay to 0 at decay_steps")
       .integer("decay_steps", 0, "update count at which linear/cosine reach lr 0").min(0)
-      .real("clip_grad_norm", 0.0, "clip the global gradient 2-norm to this (0: off)").min(0.0);
+      .real("clip_grad_norm", 0.0, "clip the global gradient 2-norm to this (0: off)").min(0.0)
+      .choice("grokfast", "off", {"off", "ema", "ma"},
+              "Grokfast gradient filter (Lee et al. 2024): g + λ·EMA(g), or g + λ·mean of the last w")
+      .real("grokfast_alpha", 0.98, "Grokfast EMA decay α: μ_t = α·μ_{t−1} + (1−α)·g_t").range(0.0, 1.0)
+      .real("grokfast_lambda", 2.0, "Grokfast amplification λ (the paper uses 2 for ema, 5 for ma)")
+      .min(0.0)
+      .integer("grokfast_window", 100, "Grokfast ma window w (applied once w gradients are seen)")
+      .min(1)
+      .boolean("fixed_norm", false,
+               "Omnigrok (Liu et al. 2023): rescale θ to its initial global 2-norm after every step")
+      .real("init_scale", 1.0, "multiply the initial parameters by this (Omnigrok's α; > 0)").min(0.0)
+      .choice("loss_dtype", "float64", {"float64", "float32"},
+              "read by the trainer: training cross-entropy on logits cast to float64, or as they are");
 }
 
 }  // namespace
