@@ -10,6 +10,7 @@ void add_plugins_command(CLI::App& app);
 void add_ledger_command(CLI::App& app);
 void add_compose_command(CLI::App& app);
 void add_run_command(CLI::App& app);
+void add_data_command(CLI::App& app);  // cmd_data.cpp: generate / check McCoy task data
 
 // Thrown by a command to exit with a message and status, without a stack of
 // logs: main prints "groklab: <what>" and returns code.

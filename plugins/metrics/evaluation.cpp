@@ -47,20 +47,30 @@ class SplitMetric : public Metric {
     if (split_ == "all") splits = ctx.task->splits();
     std::map<std::string, double> out;
     for (const auto& s : splits) {
-      const int64_t n = ctx.task->size(s);
+      const Tensor idx = indices(ctx, s);
+      const int64_t n = idx.numel();
       const int64_t bs = batch_size_ > 0 ? batch_size_ : std::max<int64_t>(n, 1);
       double num = 0, den = 0;
-      for (int64_t start = 0; start < n; start += bs) {
-        Batch b = ctx.task->batch(s, torch::arange(start, std::min(n, start + bs), torch::kLong));
-        Tensor logits = ctx.model->forward(b.inputs);
-        accumulate(*ctx.task, logits, b, num, den);
-      }
+      for (int64_t start = 0; start < n; start += bs)
+        evaluate_batch(ctx, s, idx.narrow(0, start, std::min(bs, n - start)), num, den);
       out[s + "_" + suffix_] = den > 0 ? num / den : std::numeric_limits<double>::quiet_NaN();
     }
     return out;
   }
 
  protected:
+  // The int64 indices of split's examples to measure. Default: all.
+  virtual Tensor indices(const EvalContext& ctx, const std::string& split) {
+    return torch::arange(ctx.task->size(split), torch::kLong);
+  }
+  // Adds the numerator and denominator of the examples at idx. Default: one
+  // forward pass, then accumulate().
+  virtual void evaluate_batch(const EvalContext& ctx, const std::string& split, const Tensor& idx,
+                              double& num, double& den) {
+    Batch b = ctx.task->batch(split, idx);
+    Tensor logits = ctx.model->forward(b.inputs);
+    accumulate(*ctx.task, logits, b, num, den);
+  }
   // Adds this batch's numerator and denominator.
   virtual void accumulate(const Task& task, const Tensor& logits, const Batch& b, double& num,
                           double& den) = 0;
@@ -74,11 +84,53 @@ class SplitMetric : public Metric {
 // Fraction of examples the task calls correct: Task::correct gives [B]
 // bools. A task that scores positions instead gives [B, L] integers (1 right,
 // 0 wrong, -1 not scored); the fraction is then over its scored positions.
+//
+// It counts the examples Task::scored lists (all by default), a seeded sample
+// of max_examples of them if max_examples > 0 (the metric-sampling seed of the
+// evaluation), and asks Task::correct_model first (tasks that decode), falling
+// back to one forward pass and Task::correct.
 class Accuracy final : public SplitMetric {
  public:
-  explicit Accuracy(const Params& p) : SplitMetric(p, "accuracy") {}
+  explicit Accuracy(const Params& p) : SplitMetric(p, "accuracy"), max_examples_(p.get_int("max_examples")) {}
 
  private:
+  Tensor indices(const EvalContext& ctx, const std::string& split) override {
+    Tensor idx = ctx.task->scored(split).to(torch::kLong).contiguous();
+    const int64_t n = idx.numel();
+    if (max_examples_ <= 0 || n <= max_examples_) return idx;
+    // Partial Fisher-Yates with SplitMix64, seeded by the evaluation's seed and the split name.
+    uint64_t state = ctx.seed;
+    for (unsigned char c : split) state = (state ^ c) * 0x100000001b3ULL;
+    auto next = [&state] {
+      uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+      z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+      return z ^ (z >> 31);
+    };
+    std::vector<int64_t> all(idx.data_ptr<int64_t>(), idx.data_ptr<int64_t>() + n);
+    for (int64_t i = 0; i < max_examples_; ++i) {
+      const auto range = static_cast<uint64_t>(n - i);
+      const uint64_t limit = ~uint64_t{0} - (~uint64_t{0} % range);
+      uint64_t x = next();
+      while (x >= limit) x = next();
+      std::swap(all[static_cast<size_t>(i)], all[static_cast<size_t>(i) + static_cast<size_t>(x % range)]);
+    }
+    all.resize(static_cast<size_t>(max_examples_));
+    std::sort(all.begin(), all.end());
+    return torch::tensor(all, torch::kLong);
+  }
+
+  void evaluate_batch(const EvalContext& ctx, const std::string& split, const Tensor& idx, double& num,
+                      double& den) override {
+    const Tensor c = ctx.task->correct_model(*ctx.model, split, idx);
+    if (!c.defined()) return SplitMetric::evaluate_batch(ctx, split, idx, num, den);
+    if (c.dim() != 1 || c.size(0) != idx.numel())
+      throw std::invalid_argument("accuracy: Task::correct_model returned a tensor of shape " +
+                                  c10::str(c.sizes()) + "; expected [" + std::to_string(idx.numel()) + "]");
+    num += static_cast<double>(c.to(torch::kLong).sum().item<int64_t>());
+    den += static_cast<double>(idx.numel());
+  }
+
   void accumulate(const Task& task, const Tensor& logits, const Batch& b, double& num,
                   double& den) override {
     const Tensor c = task.correct(logits, b);
@@ -95,6 +147,8 @@ class Accuracy final : public SplitMetric {
                                   "wrong, -1 not scored)");
     }
   }
+
+  int64_t max_examples_;
 };
 
 // Mean cross-entropy (float64) over scored positions.
@@ -138,7 +192,11 @@ Schema split_schema(const char* what) {
 
 void register_evaluation(Registrar& r) {
   r.add_metric("accuracy", "fraction correct on a split: {\"<split>_accuracy\": v}",
-               split_schema("accuracy"),
+               split_schema("accuracy")
+                   .integer("max_examples", 0,
+                            "0: every example the task scores; else a sample of this many, "
+                            "drawn with the evaluation's metric-sampling seed")
+                   .min(0),
                [](const Params& p) { return std::make_shared<Accuracy>(p); });
   r.add_metric("loss", "mean float64 cross-entropy at scored positions: {\"<split>_loss\": v}",
                split_schema("the loss"), [](const Params& p) { return std::make_shared<Loss>(p); });

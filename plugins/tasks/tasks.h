@@ -6,6 +6,7 @@
 namespace groklab::tasks {
 
 void register_modular_arithmetic(Registrar& r);
+void register_mccoy(Registrar& r);  // question_formation, tense_inflection
 void register_dyck(Registrar& r);
 
 }  // namespace groklab::tasks

@@ -17,6 +17,8 @@
 
 namespace groklab {
 
+class Model;
+
 // Named tensors, sorted by name (state dicts, optimizer state).
 using TensorMap = std::map<std::string, torch::Tensor>;
 
@@ -47,6 +49,17 @@ class GROKLAB_API Task {
   // Per-example correctness [B] (bool) of logits [B, L, C] aligned with the
   // last L target positions. Default: argmax right at every scored position.
   virtual torch::Tensor correct(const torch::Tensor& logits, const Batch& batch) const;
+  // The int64 indices [N] of split's examples that accuracy counts (numerator
+  // and denominator). Default: all of them, arange(size(split)).
+  virtual torch::Tensor scored(const std::string& split) const;
+  // Per-example correctness [B] (bool) of model on split's examples at
+  // indices, for tasks whose accuracy needs more than one forward pass (e.g.
+  // greedy decoding). Called in eval mode without autograd. Default: an
+  // undefined tensor, meaning "run model.forward() on batch() and use correct()".
+  //   Tensor ok = task.correct_model(model, "test", idx);
+  //   if (!ok.defined()) ok = task.correct(model.forward(b.inputs), b);
+  virtual torch::Tensor correct_model(Model& model, const std::string& split,
+                                      const torch::Tensor& indices) const;
 };
 
 // A trainable network. forward() maps inputs [B, T] to logits [B, L, C]
