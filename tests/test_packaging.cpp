@@ -2,27 +2,14 @@
 // find_package(groklab) + groklab_add_plugin, and load it with the installed host.
 #include <unistd.h>
 
-#include <array>
 #include <catch2/catch.hpp>
-#include <cstdio>
 #include <filesystem>
 #include <string>
 
+#include "support.h"
+
 namespace fs = std::filesystem;
-
-namespace {
-
-// Runs a shell command; returns its exit status and appends stdout+stderr to out.
-int run(const std::string& cmd, std::string& out) {
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return -1;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  return ::pclose(p);
-}
-
-}  // namespace
+using groklab::test::run_command;
 
 TEST_CASE("an out-of-tree plugin builds against the installed package and loads", "[packaging]") {
   const fs::path work = fs::temp_directory_path() / ("groklab-oot-" + std::to_string(::getpid()));
@@ -32,7 +19,7 @@ TEST_CASE("an out-of-tree plugin builds against the installed package and loads"
   const std::string cmake = GROKLAB_CMAKE_COMMAND;
   auto step = [](const std::string& cmd) {
     std::string out;
-    if (run(cmd, out) != 0) FAIL("command failed: " << cmd << "\n" << out);
+    if (run_command(cmd, out) != 0) FAIL("command failed: " << cmd << "\n" << out);
     return out;
   };
 
