@@ -46,8 +46,11 @@ class GROKLAB_API Task {
   virtual int64_t size(const std::string& split) const = 0;
   // The examples of split at the given int64 indices.
   virtual Batch batch(const std::string& split, const torch::Tensor& indices) const = 0;
-  // Per-example correctness [B] (bool) of logits [B, L, C] aligned with the
-  // last L target positions. Default: argmax right at every scored position.
+  // Correctness of logits [B, L, C] aligned with the last L target positions:
+  // either per example, [B] bool (accuracy = fraction of examples), or per
+  // position, [B, L] integers with 1 right, 0 wrong, -1 not scored (accuracy
+  // = fraction of scored positions, as Dyck's closing-bracket accuracy).
+  // Default: [B], argmax right at every scored position.
   virtual torch::Tensor correct(const torch::Tensor& logits, const Batch& batch) const;
   // The int64 indices [N] of split's examples that accuracy counts (numerator
   // and denominator). Default: all of them, arange(size(split)).
