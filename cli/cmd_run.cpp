@@ -9,6 +9,7 @@
 #include "common.h"
 #include "groklab/log.h"
 #include "groklab/manifest.h"
+#include "groklab/report.h"
 #include "groklab/runs.h"
 
 namespace groklab::cli {
@@ -27,6 +28,16 @@ void print_outcome(const RunOutcome& o) {
   for (const auto& [k, v] : o.final_metrics) std::printf("  %-24s %.6g\n", k.c_str(), v);
 }
 
+// Writes the run's page to LEDGER/reports/ID.html and prints its path; the run
+// is recorded either way, so a report that cannot be written is a warning.
+void write_report(const ledger::Ledger& ledger, const RunOutcome& o) {
+  try {
+    std::printf("report: %s\n", report::write_run_report(ledger, o.run_id).c_str());
+  } catch (const std::exception& e) {
+    logger()->warn("could not write the report of run {}: {}", o.run_id, e.what());
+  }
+}
+
 void run_command(const RunArgs& a) {
   PluginHost host;
   load_plugins(host);
@@ -42,6 +53,7 @@ void run_command(const RunArgs& a) {
     RunOutcome o = resume_recorded(a.resume, host, composer, ledger, &progress);
     progress.finish();
     print_outcome(o);
+    write_report(ledger, o);
     return;
   }
   if (a.manifest.empty()) throw std::runtime_error("run: give a MANIFEST (or --resume ENTRY)");
@@ -55,6 +67,7 @@ void run_command(const RunArgs& a) {
   RunOutcome o = run_recorded(config, host, ledger, prov, &progress);
   progress.finish();
   print_outcome(o);
+  write_report(ledger, o);
 }
 
 struct ReplayArgs {

@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
   groklab::cli::add_run_command(app);
   groklab::cli::add_ledger_command(app);
   groklab::cli::add_data_command(app);
+  groklab::cli::add_report_command(app);
 
   try {
     app.parse(argc, argv);

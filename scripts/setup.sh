@@ -11,6 +11,7 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev
   clang libclang-rt-14-dev
   python3-torch
+  chromium  # tests/test_report.cpp renders the HTML report in it (headless)
 )
 
 missing=()

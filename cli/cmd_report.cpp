@@ -1,0 +1,113 @@
+// groklab report [RUN…] [--where key=value…] [--task T] … [--ledger DIR] [-o FILE]
+// One self-contained HTML page of the selected runs (groklab/report.h).
+#include <cstdio>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+#include "common.h"
+#include "groklab/audit.h"
+#include "groklab/report.h"
+
+namespace groklab::cli {
+namespace {
+
+struct ReportArgs {
+  std::vector<std::string> runs;   // run ids or prefixes (any entry of a run)
+  std::vector<std::string> where;  // key=value
+  std::vector<std::string> group_by;
+  std::string task, architecture, optimizer, status, since, until;
+  std::string ledger;
+  std::string output = "report.html";
+  std::string title = "groklab report";
+};
+
+[[noreturn]] void fail(const std::string& message) {
+  std::fprintf(stderr, "groklab report: %s\n", message.c_str());
+  throw Exit{2};
+}
+
+void report_command(const ReportArgs& a) {
+  audit::Selection sel;
+  std::vector<std::string> shown;  // the selection as the page shows it
+  try {
+    for (const auto& w : a.where) sel.add_where(w);
+  } catch (const audit::SelectionError& e) {
+    fail(e.what());
+  }
+  shown = a.where;
+  auto named = [&](const char* what, const std::string& value, std::string& field) {
+    field = value;
+    if (!value.empty()) shown.push_back(std::string(what) + "=" + value);
+  };
+  named("task", a.task, sel.task);
+  named("architecture", a.architecture, sel.architecture);
+  named("optimizer", a.optimizer, sel.optimizer);
+  named("status", a.status, sel.status);
+  named("since", a.since, sel.since);
+  named("until", a.until, sel.until);
+
+  auto ledger = ledger::Ledger::open(ledger_dir(a.ledger));
+  const std::vector<audit::RunInfo> all = audit::list_runs(ledger);
+  std::vector<audit::RunInfo> runs;
+  try {
+    runs = audit::select_runs(all, sel);
+  } catch (const audit::SelectionError& e) {
+    fail(e.what());
+  }
+  if (!a.runs.empty()) {
+    std::set<std::string> wanted;
+    for (const auto& r : a.runs) {
+      try {
+        wanted.insert(load_run(ledger, r).start.id);
+      } catch (const std::exception& e) {
+        fail(e.what());
+      }
+      shown.push_back("run " + r);
+    }
+    std::vector<audit::RunInfo> kept;
+    for (auto& r : runs)
+      if (wanted.count(r.id)) kept.push_back(std::move(r));
+    runs = std::move(kept);
+  }
+  if (runs.empty()) {
+    std::string what = shown.empty() ? std::string("the ledger has no runs") : "no run matches";
+    for (const auto& s : shown) what += " " + s;
+    fail(what + " (" + std::to_string(all.size()) + " runs in ledger " + ledger.dir() + "); no report written");
+  }
+  report::Options o;
+  o.title = a.title;
+  o.selection = shown;
+  o.group_by = a.group_by;
+  report::write_report(ledger, runs, o, a.output);
+  std::printf("report: %s (%zu %s)\n", a.output.c_str(), runs.size(), runs.size() == 1 ? "run" : "runs");
+}
+
+}  // namespace
+
+void add_report_command(CLI::App& app) {
+  auto args = std::make_shared<ReportArgs>();
+  auto* cmd = app.add_subcommand(
+      "report", "Write one self-contained HTML page of runs: grokking curves, grouped charts, provenance");
+  cmd->add_option("RUNS", args->runs, "Only these runs (ids or unique prefixes; default: every selected run)");
+  cmd->add_option("--where", args->where, "key=value on the resolved config, e.g. architecture.depth=2 (repeatable)")
+      ->allow_extra_args(false);
+  cmd->add_option("--task", args->task, "Only runs of this task plugin");
+  cmd->add_option("--architecture", args->architecture, "Only runs of this architecture plugin");
+  cmd->add_option("--optimizer", args->optimizer, "Only runs of this optimizer plugin");
+  cmd->add_option("--status", args->status, "Only runs with this status")
+      ->check(CLI::IsMember({"finished", "started", "failed", "interrupted"}));
+  cmd->add_option("--since", args->since, "Only runs started at or after this ISO 8601 time or date");
+  cmd->add_option("--until", args->until, "Only runs started at or before this ISO 8601 time or date");
+  cmd->add_option("--group-by", args->group_by,
+                  "Config keys for the grouped charts (default: every key the runs vary in but run.seed)")
+      ->allow_extra_args(false);
+  cmd->add_option("--title", args->title, "Page title");
+  cmd->add_option("-o,--output", args->output, "The HTML file to write (default: report.html)");
+  cmd->add_option("--ledger", args->ledger, "Ledger directory (default: $GROKLAB_LEDGER, else ./groklab-ledger)");
+  cmd->callback([args] { report_command(*args); });
+}
+
+}  // namespace groklab::cli
