@@ -74,8 +74,17 @@ void report_command(const ReportArgs& a) {
   }
   if (runs.empty()) {
     std::string what = shown.empty() ? std::string("the ledger has no runs") : "no run matches";
-    for (const auto& s : shown) what += " " + s;
+    for (std::size_t i = 0; i < shown.size(); ++i) what += (i == 0 ? " " : ", ") + shown[i];
     fail(what + " (" + std::to_string(all.size()) + " runs in ledger " + ledger.dir() + "); no report written");
+  }
+  std::set<std::string> keys;
+  for (const auto& r : runs)
+    for (const auto& [k, v] : r.config) keys.insert(k);
+  for (const auto& k : a.group_by) {
+    if (keys.count(k)) continue;
+    std::string hint;
+    for (const auto& c : audit::close_keys(k, keys)) hint += (hint.empty() ? "; did you mean '" : "', '") + c;
+    fail("--group-by: no selected run's config has the key '" + k + "'" + (hint.empty() ? "" : hint + "'?"));
   }
   report::Options o;
   o.title = a.title;

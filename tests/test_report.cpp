@@ -423,6 +423,20 @@ TEST_CASE("report: real runs, groklab report, rendered in headless Chromium", "[
   Ran other_task = groklab_cli("-q report --task dyck --ledger " + ledger + " -o " + page.string());
   CHECK(other_task.status != 0);
   CHECK_FALSE(fs::exists(page));
+  Ran bad_group = groklab_cli("-q report --group-by architecture.dpth --ledger " + ledger + " -o " + page.string());
+  INFO(bad_group.out);
+  CHECK(bad_group.status != 0);
+  CHECK_THAT(bad_group.out, Catch::Contains("'architecture.dpth'"));
+  CHECK_FALSE(fs::exists(page));
+
+  // Named runs, after a filter: only those that also match it.
+  Ran named = groklab_cli("-q report --where architecture.depth=1 " + ids[0].substr(0, 10) + " " + ids[2] +
+                          " --ledger " + ledger + " -o " + page.string());
+  INFO(named.out);
+  REQUIRE(named.status == 0);
+  CHECK_THAT(named.out, Catch::Contains("(1 run)"));
+  CHECK(slurp(page).find("data-run=\"" + ids[0] + "\"") != std::string::npos);
+  fs::remove(page);
 
   // A selection: depth 2 only.
   Ran some = groklab_cli("-q report --where architecture.depth=2 --ledger " + ledger + " -o " + page.string());
