@@ -38,6 +38,21 @@ std::string json_number(double v) {
 
 json json_value(double v) { return std::isfinite(v) ? json(v) : json(); }
 
+// TEXT with every line after the first indented by PREFIX.
+std::string indented(const std::string& text, const std::string& prefix) {
+  std::string out;
+  for (char c : text) {
+    out += c;
+    if (c == '\n') out += prefix;
+  }
+  return out;
+}
+
+// A config value for `show`: an empty string as "".
+std::string shown_value(const json& v) {
+  return v.is_string() && v.get<std::string>().empty() ? std::string("\"\"") : audit::value_text(v);
+}
+
 }  // namespace
 
 bool SelectionArgs::any() const {
@@ -155,7 +170,7 @@ std::string show_run(const ledger::Ledger& ledger, const audit::RunInfo& r, cons
   }
 
   os << "\nconfig:\n";
-  for (const auto& [k, v] : r.config) os << "  " << k << " = " << audit::value_text(v) << "\n";
+  for (const auto& [k, v] : r.config) os << "  " << k << " = " << shown_value(v) << "\n";
 
   os << "\nseeds:\n";
   if (auto s = start.find("seeds"); s != start.end())
@@ -204,7 +219,7 @@ std::string show_run(const ledger::Ledger& ledger, const audit::RunInfo& r, cons
       for (const auto& x : *ov) os << " " << audit::value_text(x);
     }
     os << "\n";
-    if (!str_field(j, "divergence").empty()) os << "    " << str_field(j, "divergence") << "\n";
+    if (!str_field(j, "divergence").empty()) os << "    " << indented(str_field(j, "divergence"), "    ") << "\n";
     if (auto d = j.find("environment_diff"); d != j.end() && d->is_array())
       for (const auto& x : *d) os << "    environment: " << audit::value_text(x) << "\n";
   }
@@ -415,7 +430,7 @@ std::string format_audit(const audit::AuditReport& report, const std::vector<aud
     for (const auto& x : list) {
       const audit::RunInfo* r = run_of(runs, x.id);
       os << "  " << (r ? run_line(*r) : short_id(x.id) + "  " + x.status) << "\n";
-      if (!x.detail.empty()) os << "    " << x.detail << "\n";
+      if (!x.detail.empty()) os << "    " << indented(x.detail, "      ") << "\n";
     }
   };
   section("never replayed", report.never_replayed);

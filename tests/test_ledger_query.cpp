@@ -22,6 +22,9 @@
 #include <nlohmann/json.hpp>
 
 #include "groklab/audit.h"
+#include "groklab/host.h"
+#include "groklab/manifest.h"
+#include "groklab/runs.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -592,6 +595,49 @@ TEST_CASE("ledger audit: never replayed, replayed identical, diverged, other plu
     CHECK_THAT(bad.out, !Catch::Contains("never replayed"));
     CHECK_THAT(bad.err, Catch::Contains("failed verification"));
   }
+}
+
+TEST_CASE("ledger show: a sweep's children, and a child's sweep and siblings", "[ledger-query][show]") {
+  const fs::path dir = fs::temp_directory_path() / ("groklab-query-sweep-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  static groklab::PluginHost* host = [] {
+    auto* h = new groklab::PluginHost;  // never destroyed: plugins are never unloaded
+    h->load_directory(GROKLAB_BUILTIN_PLUGIN_DIR);
+    return h;
+  }();
+  groklab::Composer composer(host->registry());
+  std::string sweep, lone;
+  std::vector<std::string> children;
+  {
+    auto ledger = groklab::ledger::Ledger::create((dir / "ledger").string());
+    sweep = ledger.append({{"kind", "sweep"}, {"time", groklab::ledger::utc_timestamp()}, {"manifest", "m.toml"}});
+    for (const char* seed : {"run.seed=0", "run.seed=1"}) {
+      groklab::Provenance p;
+      p.manifest = "m.toml";
+      p.sweep = sweep;
+      children.push_back(
+          groklab::run_recorded(composer.compose_string(kManifest, "m.toml", {seed}), *host, ledger, p).run_id);
+    }
+    lone = groklab::run_recorded(composer.compose_string(kManifest, "m.toml", {}), *host, ledger, {}).run_id;
+  }
+  const std::string L = " --ledger " + (dir / "ledger").string();
+  Result s = gl_run("ledger show " + sweep.substr(0, 8) + L);
+  INFO(s.out << s.err);
+  REQUIRE(s.status == 0);
+  CHECK_THAT(s.out, Catch::Contains("\"kind\": \"sweep\""));
+  CHECK_THAT(s.out, Catch::Contains("\nsweep children:\n"));
+  CHECK_THAT(s.out, Catch::Contains(children[0].substr(0, 12)));
+  CHECK_THAT(s.out, Catch::Contains(children[1].substr(0, 12)));
+  CHECK_THAT(s.out, !Catch::Contains(lone.substr(0, 12)));
+  Result c = gl_run("ledger show " + children[1] + L);
+  INFO(c.out << c.err);
+  CHECK_THAT(c.out, Catch::Contains("  sweep       " + sweep + "\n"));
+  CHECK_THAT(c.out, Catch::Contains("    sibling   " + children[0].substr(0, 12)));
+  CHECK_THAT(c.out, !Catch::Contains(lone.substr(0, 12)));
+  Result l = gl_run("ledger show " + lone + L);
+  CHECK_THAT(l.out, !Catch::Contains("  sweep "));
+  CHECK_THAT(l.out, !Catch::Contains("sweep children"));
+  fs::remove_all(dir);
 }
 
 TEST_CASE("audit.h: flattening, canonical matching, metric expressions", "[ledger-query][audit-api]") {

@@ -551,7 +551,7 @@ AuditReport audit_ledger(const ledger::Ledger& ledger, const json& environment_n
     std::string diverged;
     for (const auto& rep : r.record.replays) {
       if (str_field(rep.json, "outcome") != "diverged") continue;
-      if (!diverged.empty()) diverged += "; ";
+      if (!diverged.empty()) diverged += "\n";
       diverged += "replay " + rep.id.substr(0, 12);
       std::string d = str_field(rep.json, "divergence");
       if (auto o = rep.json.find("overrides"); o != rep.json.end() && o->is_array() && !o->empty()) {
