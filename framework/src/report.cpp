@@ -564,6 +564,7 @@ th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: left; vertical-al
 th { background: #f5f5f5; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.nowrap { white-space: nowrap; }
+div.scroll { overflow-x: auto; max-width: 100%; }
 .replay-never { color: #777; } .replay-bit-identical { color: #1a7f37; font-weight: 600; }
 .replay-diverged { color: #c62828; font-weight: 600; }
 details { margin: 6px 0; } summary { cursor: pointer; color: #444; }
@@ -759,7 +760,7 @@ std::string runs_section(const std::vector<Run>& runs, const std::vector<std::st
 
 std::string provenance_section(const std::vector<Run>& runs) {
   std::string s =
-      "<section id=\"provenance\"><h2>Provenance</h2><table id=\"provenance-table\"><tr><th>run entry</th>"
+      "<section id=\"provenance\"><h2>Provenance</h2><div class=\"scroll\"><table id=\"provenance-table\"><tr><th>run entry</th>"
       "<th>time</th><th>status</th><th>seed</th><th>steps</th><th>final test acc</th><th>config hash</th>"
       "<th>host hash</th><th>torch</th><th>BLAS</th><th>CPU</th><th>threads</th><th>replay</th></tr>";
   for (const auto& r : runs) {
@@ -773,7 +774,7 @@ std::string provenance_section(const std::vector<Run>& runs) {
          "</td><td class=\"num\">" + std::to_string(r.threads) + "</td><td" + attr("class", status_class(r.replay) + " nowrap") +
          ">" + escape(r.replay) + "</td></tr>";
   }
-  return s + "</table></section>";
+  return s + "</table></div></section>";
 }
 
 }  // namespace
