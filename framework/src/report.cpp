@@ -626,7 +626,8 @@ LineChart group_chart(const std::vector<const Run*>& runs, const std::vector<std
   for (std::size_t i = 0; i < runs.size(); ++i)
     c.legend.push_back({"seed " + runs[i]->seed + " (" + short_id(runs[i]->id).substr(0, 8) + ")",
                         kPalette[i % kPaletteSize], ""});
-  if (metrics.size() > 1)
+  // Which line style is which metric, unless the chart has one solid metric (its title says it).
+  if (metrics.size() > 1 || !dash_of(metrics.front()).empty())
     for (const auto& m : metrics) {
       bool present = false;
       for (const auto* r : runs) present = present || r->series.count(m) > 0;
@@ -766,7 +767,7 @@ std::string provenance_section(const std::vector<Run>& runs) {
   for (const auto& r : runs) {
     auto acc = final_value(r, "test_accuracy");
     s += "<tr class=\"run\"" + attr("id", "run-" + r.id) + attr("data-run", r.id) + "><td class=\"mono run-id\">" +
-         escape(r.id) + "</td><td class=\"nowrap\">" + escape(short_time(r.time)) + "</td><td>" + escape(r.status) + "</td><td class=\"num\">" +
+         escape(r.id) + "</td><td>" + escape(short_time(r.time)) + "</td><td>" + escape(r.status) + "</td><td class=\"num\">" +
          escape(r.seed) + "</td><td class=\"num\">" + std::to_string(r.steps) + "</td><td class=\"num\">" +
          (acc ? num(*acc, 4) : std::string("&ndash;")) + "</td><td class=\"mono\">" + escape(r.config_hash) +
          "</td><td class=\"mono\"" + attr("title", r.host_hash) + ">" + escape(r.host_hash.substr(0, 12)) +
