@@ -10,15 +10,15 @@
 #include "common.h"
 #include "groklab/audit.h"
 #include "groklab/report.h"
+#include "ledger_query.h"
 
 namespace groklab::cli {
 namespace {
 
 struct ReportArgs {
   std::vector<std::string> runs;   // run ids or prefixes (any entry of a run)
-  std::vector<std::string> where;  // key=value
+  SelectionArgs select;            // --where, --task, … (shared with ledger list/query/export)
   std::vector<std::string> group_by;
-  std::string task, architecture, optimizer, status, since, until;
   std::string ledger;
   std::string output = "report.html";
   std::string title = "groklab report";
@@ -31,23 +31,20 @@ struct ReportArgs {
 
 void report_command(const ReportArgs& a) {
   audit::Selection sel;
-  std::vector<std::string> shown;  // the selection as the page shows it
   try {
-    for (const auto& w : a.where) sel.add_where(w);
+    sel = a.select.selection();
   } catch (const audit::SelectionError& e) {
     fail(e.what());
   }
-  shown = a.where;
-  auto named = [&](const char* what, const std::string& value, std::string& field) {
-    field = value;
+  // The selection as the page shows it.
+  std::vector<std::string> shown = a.select.where;
+  for (const auto& [what, value] : {std::pair<const char*, const std::string&>{"task", a.select.task},
+                                    {"architecture", a.select.architecture},
+                                    {"optimizer", a.select.optimizer},
+                                    {"status", a.select.status},
+                                    {"since", a.select.since},
+                                    {"until", a.select.until}})
     if (!value.empty()) shown.push_back(std::string(what) + "=" + value);
-  };
-  named("task", a.task, sel.task);
-  named("architecture", a.architecture, sel.architecture);
-  named("optimizer", a.optimizer, sel.optimizer);
-  named("status", a.status, sel.status);
-  named("since", a.since, sel.since);
-  named("until", a.until, sel.until);
 
   auto ledger = ledger::Ledger::open(ledger_dir(a.ledger));
   const std::vector<audit::RunInfo> all = audit::list_runs(ledger);
@@ -101,15 +98,7 @@ void add_report_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "report", "Write one self-contained HTML page of runs: grokking curves, grouped charts, provenance");
   cmd->add_option("RUNS", args->runs, "Only these runs (ids or unique prefixes; default: every selected run)");
-  cmd->add_option("--where", args->where, "key=value on the resolved config, e.g. architecture.depth=2 (repeatable)")
-      ->allow_extra_args(false);
-  cmd->add_option("--task", args->task, "Only runs of this task plugin");
-  cmd->add_option("--architecture", args->architecture, "Only runs of this architecture plugin");
-  cmd->add_option("--optimizer", args->optimizer, "Only runs of this optimizer plugin");
-  cmd->add_option("--status", args->status, "Only runs with this status")
-      ->check(CLI::IsMember({"finished", "started", "failed", "interrupted"}));
-  cmd->add_option("--since", args->since, "Only runs started at or after this ISO 8601 time or date");
-  cmd->add_option("--until", args->until, "Only runs started at or before this ISO 8601 time or date");
+  add_selection_options(cmd, args->select);
   cmd->add_option("--group-by", args->group_by,
                   "Config keys for the grouped charts (default: every key the runs vary in but run.seed)")
       ->allow_extra_args(false);
