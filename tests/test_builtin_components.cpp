@@ -5,40 +5,15 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 
+#include "builtins.h"
 #include "groklab/components.h"
 #include "groklab/host.h"
 
 using namespace groklab;
+using test::builtins;
+using test::params_for;
 
 namespace {
-
-// The host with every built-in plugin loaded (once per test process).
-const Registry& builtins() {
-  static PluginHost* host = [] {
-    auto* h = new PluginHost;  // never destroyed: plugins are never unloaded
-    h->load_directory(GROKLAB_BUILTIN_PLUGIN_DIR);
-    return h;
-  }();
-  return host->registry();
-}
-
-// The component's schema defaults, overridden by `set`.
-Params params_for(Kind kind, const std::string& name, std::map<std::string, Value> set = {}) {
-  const Component* c = builtins().find(kind, name);
-  REQUIRE(c != nullptr);
-  std::map<std::string, Value> values;
-  for (const auto& spec : c->schema.params()) {
-    if (set.count(spec.name)) {
-      values[spec.name] = set.at(spec.name);
-      set.erase(spec.name);
-    } else {
-      REQUIRE(spec.default_value.has_value());
-      values[spec.name] = *spec.default_value;
-    }
-  }
-  REQUIRE(set.empty());  // every override names a declared parameter
-  return Params(values);
-}
 
 std::shared_ptr<Model> make_model(std::map<std::string, Value> set, const TaskSpec& spec,
                                   uint64_t seed = 0) {

@@ -15,11 +15,14 @@
 #include <fstream>
 #include <iterator>
 
+#include "builtins.h"
 #include "groklab/components.h"
 #include "groklab/host.h"
 
 namespace fs = std::filesystem;
 using namespace groklab;
+using test::params_for;
+using test::builtins;
 
 namespace {
 
@@ -29,24 +32,6 @@ int steps() {
   return env != nullptr ? std::max(1, std::atoi(env)) : 5;
 }
 const char* kPython = "/usr/bin/python3";
-
-const Registry& registry() {
-  static PluginHost* host = [] {
-    auto* h = new PluginHost;  // never destroyed: plugins are never unloaded
-    h->load_directory(GROKLAB_BUILTIN_PLUGIN_DIR);
-    return h;
-  }();
-  return host->registry();
-}
-
-Params defaults(Kind kind, const std::string& name, std::map<std::string, Value> set = {}) {
-  const Component* c = registry().find(kind, name);
-  REQUIRE(c != nullptr);
-  std::map<std::string, Value> values;
-  for (const auto& spec : c->schema.params())
-    values[spec.name] = set.count(spec.name) ? set.at(spec.name) : *spec.default_value;
-  return Params(values);
-}
 
 // Runs the Python peer once per process; returns its output directory.
 const fs::path& python_side() {
@@ -97,8 +82,8 @@ void check_params(Model& m, const fs::path& dir) {
 TEST_CASE("the default experiment is bit-identical to the Python peer", "[peer]") {
   at::set_num_threads(1);
   const fs::path& py = python_side();
-  auto task = registry().find(Kind::Task, "modular_arithmetic")
-                  ->make_task(defaults(Kind::Task, "modular_arithmetic"));
+  auto task = builtins().find(Kind::Task, "modular_arithmetic")
+                  ->make_task(params_for(Kind::Task, "modular_arithmetic"));
 
   // Split: every train example, for two seeds.
   for (int seed : {0, 1}) {
@@ -114,8 +99,8 @@ TEST_CASE("the default experiment is bit-identical to the Python peer", "[peer]"
   const auto ytr = train.targets.select(1, 2).contiguous();
 
   // Initial parameters: the trainer seeds the default generator before build().
-  auto arch = registry().find(Kind::Architecture, "transformer")
-                  ->make_architecture(defaults(Kind::Architecture, "transformer", {{"ln_eps", 0.0}}));
+  auto arch = builtins().find(Kind::Architecture, "transformer")
+                  ->make_architecture(params_for(Kind::Architecture, "transformer", {{"ln_eps", 0.0}}));
   torch::manual_seed(0);
   auto model = arch->build(task->spec());
   {
@@ -134,8 +119,8 @@ TEST_CASE("the default experiment is bit-identical to the Python peer", "[peer]"
   }
 
   // AdamW as grok_reference.py: lr 1e-3, betas (0.9, 0.98), weight decay 1, float64 loss.
-  auto opt = registry().find(Kind::Optimizer, "adamw")
-                 ->make_optimizer(defaults(Kind::Optimizer, "adamw",
+  auto opt = builtins().find(Kind::Optimizer, "adamw")
+                 ->make_optimizer(params_for(Kind::Optimizer, "adamw",
                                            {{"lr", 1e-3}, {"beta2", 0.98}, {"weight_decay", 1.0}}));
   std::vector<std::pair<std::string, torch::Tensor>> params;
   for (const auto& p : model->named_parameters()) params.emplace_back(p.key(), p.value());

@@ -21,42 +21,21 @@
 #include <string>
 #include <vector>
 
+#include "builtins.h"
 #include "groklab/components.h"
 #include "groklab/host.h"
 #include "groklab/manifest.h"
 
 namespace fs = std::filesystem;
 using namespace groklab;
+using test::builtins;
+using test::params_for;
 
 namespace {
 
 const std::string kValFile = std::string(GROKLAB_SOURCE_DIR) + "/tests/data/dyck/k-20_d-10_val.txt";
 const std::string kPreset =
     std::string(GROKLAB_SOURCE_DIR) + "/manifests/structural_grokking/dyck_depth_sweep.toml";
-
-// The host with every built-in plugin loaded (once per test process).
-const Registry& builtins() {
-  static PluginHost* host = [] {
-    auto* h = new PluginHost;  // never destroyed: plugins are never unloaded
-    h->load_directory(GROKLAB_BUILTIN_PLUGIN_DIR);
-    return h;
-  }();
-  return host->registry();
-}
-
-// The component's schema defaults, overridden by `set`.
-Params params_for(Kind kind, const std::string& name, std::map<std::string, Value> set = {}) {
-  const Component* c = builtins().find(kind, name);
-  REQUIRE(c != nullptr);
-  std::map<std::string, Value> values;
-  for (const auto& spec : c->schema.params()) {
-    auto it = set.find(spec.name);
-    values[spec.name] = it != set.end() ? it->second : *spec.default_value;
-    if (it != set.end()) set.erase(it);
-  }
-  REQUIRE(set.empty());  // every override names a declared parameter
-  return Params(values);
-}
 
 std::shared_ptr<Task> make_task(const std::string& name, std::map<std::string, Value> set = {}) {
   return builtins().find(Kind::Task, name)->make_task(params_for(Kind::Task, name, std::move(set)));

@@ -17,10 +17,13 @@
 #include <set>
 #include <string>
 
+#include "builtins.h"
 #include "groklab/components.h"
 #include "groklab/host.h"
 
 using namespace groklab;
+using test::builtins;
+using test::params_for;
 namespace fs = std::filesystem;
 
 namespace {
@@ -28,32 +31,6 @@ namespace {
 const std::string kData = std::string(GROKLAB_SOURCE_DIR) + "/data";
 const std::string kQF = kData + "/question_formation/";
 const std::string kTI = kData + "/tense_inflection/";
-
-const Registry& builtins() {
-  static PluginHost* host = [] {
-    auto* h = new PluginHost;  // never destroyed: plugins are never unloaded
-    h->load_directory(GROKLAB_BUILTIN_PLUGIN_DIR);
-    return h;
-  }();
-  return host->registry();
-}
-
-Params params_for(Kind kind, const std::string& name, std::map<std::string, Value> set = {}) {
-  const Component* c = builtins().find(kind, name);
-  REQUIRE(c != nullptr);
-  std::map<std::string, Value> values;
-  for (const auto& spec : c->schema.params()) {
-    if (set.count(spec.name)) {
-      values[spec.name] = set.at(spec.name);
-      set.erase(spec.name);
-    } else {
-      REQUIRE(spec.default_value.has_value());
-      values[spec.name] = *spec.default_value;
-    }
-  }
-  REQUIRE(set.empty());
-  return Params(values);
-}
 
 std::shared_ptr<Task> make_task(const std::string& name, std::map<std::string, Value> set = {}) {
   return builtins().find(Kind::Task, name)->make_task(params_for(Kind::Task, name, std::move(set)));
