@@ -1,8 +1,12 @@
 // Helpers shared by the test files.
 #pragma once
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <array>
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -22,6 +26,42 @@ inline int run_command(const std::string& cmd, std::string& out) {
   while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
   return ::pclose(p);
 }
+
+// What a command printed (stdout+stderr) and its exit status (-1: it did not exit).
+struct CommandResult {
+  int status = -1;
+  std::string out;
+};
+
+// Runs a shell command; returns its exit status and stdout+stderr.
+inline CommandResult run_shell(const std::string& cmd) {
+  CommandResult r;
+  const int rc = run_command(cmd, r.out);
+  r.status = rc != -1 && WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  return r;
+}
+
+// Runs the groklab executable under test with ARGS; env (e.g.
+// "GROKLAB_PLUGIN_PATH=dir ") is put in front of the command.
+inline CommandResult run_groklab(const std::string& args, const std::string& env = "") {
+  return run_shell(env + GROKLAB_BINARY + " " + args);
+}
+
+// A fresh directory under the system temp dir, unique to the process and the
+// tag (and to each instance), removed with everything in it at the end.
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& tag = "tmp") {
+    static int n = 0;
+    path = std::filesystem::temp_directory_path() /
+           ("groklab-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(n++));
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+};
 
 // Returns Composer options that read manifests from memory (path -> text).
 inline ComposerOptions in_memory(std::map<std::string, std::string> files) {

@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <functional>
 
 #include "builtins.h"
 #include "groklab/components.h"
@@ -50,6 +51,28 @@ std::map<std::string, Value> small(std::map<std::string, Value> more = {}) {
 }
 
 torch::Tensor tiny_inputs() { return torch::tensor({0, 1, 2, 3, 4, 0, 2, 2, 1, 4, 3, 3}, torch::kLong).view({4, 3}); }
+
+// Checks the gradients backward() left on m's parameters against central
+// differences of f (a float64 scalar of m) at three entries of each parameter.
+void check_gradients(torch::nn::Module& m, const std::function<torch::Tensor()>& f) {
+  for (const auto& np : m.named_parameters()) {
+    torch::Tensor p = np.value();
+    torch::NoGradGuard g;
+    auto flat = p.view({-1});
+    for (int64_t i : {int64_t{0}, flat.numel() / 2, flat.numel() - 1}) {
+      const double old = flat[i].item<double>(), eps = 1e-6;
+      flat[i] = old + eps;
+      const double up = f().item<double>();
+      flat[i] = old - eps;
+      const double down = f().item<double>();
+      flat[i] = old;
+      const double numeric = (up - down) / (2 * eps);
+      const double analytic = p.grad().view({-1})[i].item<double>();
+      INFO(np.key() << "[" << i << "]: analytic " << analytic << ", numeric " << numeric);
+      CHECK(std::abs(analytic - numeric) <= 1e-6 * std::max(1.0, std::abs(numeric)));
+    }
+  }
+}
 
 }  // namespace
 
@@ -145,23 +168,7 @@ TEST_CASE("transformer: every LayerNorm placement computes and its gradients mat
     outputs[placement] = y.detach();
     m->zero_grad();
     f().backward();
-    for (const auto& np : m->named_parameters()) {
-      torch::Tensor p = np.value();
-      torch::NoGradGuard g;
-      auto flat = p.view({-1});
-      for (int64_t i : {int64_t{0}, flat.numel() / 2, flat.numel() - 1}) {
-        const double old = flat[i].item<double>(), eps = 1e-6;
-        flat[i] = old + eps;
-        const double up = f().item<double>();
-        flat[i] = old - eps;
-        const double down = f().item<double>();
-        flat[i] = old;
-        const double numeric = (up - down) / (2 * eps);
-        const double analytic = p.grad().view({-1})[i].item<double>();
-        INFO(np.key() << "[" << i << "]: analytic " << analytic << ", numeric " << numeric);
-        CHECK(std::abs(analytic - numeric) <= 1e-6 * std::max(1.0, std::abs(numeric)));
-      }
-    }
+    check_gradients(*m, f);
   }
   // Same draws (LayerNorms consume no randomness), different computations.
   CHECK_FALSE(torch::equal(outputs["off"], outputs["pre"]));
@@ -260,23 +267,7 @@ TEST_CASE("readout_center: α·(f(θ) − f(θ₀)), θ₀ kept as buffers", "[b
   m->zero_grad();
   f().backward();
   for (const auto& b : m->named_buffers()) CHECK_FALSE(b.value().grad().defined());
-  for (const auto& np : m->named_parameters()) {
-    torch::Tensor p = np.value();
-    torch::NoGradGuard g;
-    auto flat = p.view({-1});
-    for (int64_t i : {int64_t{0}, flat.numel() / 2, flat.numel() - 1}) {
-      const double old = flat[i].item<double>(), eps = 1e-6;
-      flat[i] = old + eps;
-      const double up = f().item<double>();
-      flat[i] = old - eps;
-      const double down = f().item<double>();
-      flat[i] = old;
-      const double numeric = (up - down) / (2 * eps);
-      const double analytic = p.grad().view({-1})[i].item<double>();
-      INFO(np.key() << "[" << i << "]: analytic " << analytic << ", numeric " << numeric);
-      CHECK(std::abs(analytic - numeric) <= 1e-6 * std::max(1.0, std::abs(numeric)));
-    }
-  }
+  check_gradients(*m, f);
 }
 
 TEST_CASE("transformer init schemes", "[builtin]") {

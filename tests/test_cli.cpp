@@ -14,40 +14,21 @@
 #include <thread>
 
 #include "groklab/ledger/ledger.h"
+#include "support.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
+using Result = groklab::test::CommandResult;
+using groklab::test::TempDir;
+
+
 const std::string kTiny = std::string(GROKLAB_SOURCE_DIR) + "/tests/data/tiny_copy.toml";
 const std::string kEnv = std::string("GROKLAB_PLUGIN_PATH=") + GROKLAB_TEST_PLUGIN_DIR + "/good ";
 
-struct Result {
-  int status;
-  std::string out;
-};
-
-// Runs groklab with arguments through the shell; captures stdout+stderr.
-Result run_groklab(const std::string& args) {
-  FILE* p = ::popen((kEnv + GROKLAB_BINARY + " " + args + " 2>&1").c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  int rc = ::pclose(p);
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
-}
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("groklab-cli-" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+// Runs groklab with the good test plugins; captures stdout+stderr.
+Result run_groklab(const std::string& args) { return groklab::test::run_groklab(args, kEnv); }
 
 size_t count(const std::string& file, const std::string& needle) {
   std::ifstream in(file);
@@ -68,7 +49,7 @@ std::string field(const std::string& out, const std::string& prefix) {
 }  // namespace
 
 TEST_CASE("kill -9 at a random checkpoint, resume: the same bits as an uninterrupted run", "[cli][resume]") {
-  TempDir dir;
+  TempDir dir("cli");
   const std::string ledger = (dir.path / "ledger").string();
   const std::string args = "run " + kTiny + " run.steps=20000 run.checkpoint_every=200 run.eval_every=100 --ledger " + ledger;
 
@@ -121,7 +102,7 @@ TEST_CASE("kill -9 at a random checkpoint, resume: the same bits as an uninterru
 }
 
 TEST_CASE("replay from the command line: identical, then perturbed", "[cli][replay]") {
-  TempDir dir;
+  TempDir dir("cli");
   const std::string ledger = " --ledger " + (dir.path / "ledger").string();
   Result run = run_groklab("-q run " + kTiny + ledger);
   INFO(run.out);
@@ -141,7 +122,7 @@ TEST_CASE("replay from the command line: identical, then perturbed", "[cli][repl
 }
 
 TEST_CASE("a bad manifest is a clear error and writes nothing", "[cli][bad-input]") {
-  TempDir dir;
+  TempDir dir("cli");
   const fs::path bad = dir.path / "bad.toml";
   std::ofstream(bad) << "[task]\nplugin = \"test_copy\"\nvocab = \"many\"\n\n[architecture]\nplugin = \"test_linear\"\n"
                         "[optimizer]\nplugin = \"test_sgd\"\n";

@@ -25,11 +25,14 @@
 #include "groklab/components.h"
 #include "groklab/host.h"
 #include "groklab/manifest.h"
+#include "support.h"
 
 namespace fs = std::filesystem;
 using namespace groklab;
 using test::builtins;
 using test::params_for;
+using test::run_groklab;
+using Result = test::CommandResult;
 
 namespace {
 
@@ -211,23 +214,6 @@ double accuracy(Task& task, Model& model, const std::string& split, int64_t batc
   ctx.model = &model;
   ctx.task = &task;
   return metric->evaluate(ctx).at(split + "_accuracy");
-}
-
-struct Result {
-  int status;
-  std::string out;
-};
-
-// Runs the groklab executable (built-in plugins only); captures stdout+stderr.
-Result run_groklab(const std::string& args) {
-  FILE* p = ::popen((std::string(GROKLAB_BINARY) + " " + args + " 2>&1").c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  int rc = ::pclose(p);
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
 }
 
 // The value after "  name " in the CLI's final metrics (NaN if absent).

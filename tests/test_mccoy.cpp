@@ -20,13 +20,19 @@
 #include "builtins.h"
 #include "groklab/components.h"
 #include "groklab/host.h"
+#include "support.h"
 
 using namespace groklab;
 using test::builtins;
 using test::params_for;
+using test::TempDir;
+using Result = test::CommandResult;
 namespace fs = std::filesystem;
 
 namespace {
+
+// Runs groklab -q ARGS; captures stdout+stderr.
+Result run_groklab(const std::string& args) { return test::run_groklab("-q " + args); }
 
 const std::string kData = std::string(GROKLAB_SOURCE_DIR) + "/data";
 const std::string kQF = kData + "/question_formation/";
@@ -35,32 +41,6 @@ const std::string kTI = kData + "/tense_inflection/";
 std::shared_ptr<Task> make_task(const std::string& name, std::map<std::string, Value> set = {}) {
   return builtins().find(Kind::Task, name)->make_task(params_for(Kind::Task, name, std::move(set)));
 }
-
-struct Result {
-  int status;
-  std::string out;
-};
-
-Result run_groklab(const std::string& args) {
-  FILE* p = ::popen((std::string(GROKLAB_BINARY) + " -q " + args + " 2>&1").c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int rc = ::pclose(p);
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
-}
-
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("groklab-mccoy-" + tag + "-" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
 
 std::vector<std::string> lines_of(const std::string& file) {
   std::ifstream in(file);

@@ -17,9 +17,11 @@
 #include "groklab/manifest.h"
 #include "groklab/runs.h"
 #include "groklab/trainer.h"
+#include "support.h"
 
 namespace fs = std::filesystem;
 using namespace groklab;
+using test::TempDir;
 
 namespace {
 
@@ -44,16 +46,6 @@ std::vector<fs::path> manifests_under(const fs::path& dir) {
   std::sort(out.begin(), out.end());
   return out;
 }
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int n = 0;
-    path = fs::temp_directory_path() / ("groklab-presets-" + std::to_string(::getpid()) + "-" + std::to_string(n++));
-    fs::remove_all(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
 
 // Records step losses; throws Interrupted after stop_after checkpoints (if >= 0).
 struct Watch : TrainObserver {
@@ -128,7 +120,7 @@ TEST_CASE("every manifest under manifests/ composes, sweeps expanded", "[presets
 
 TEST_CASE("every grokking preset trains a few steps into a ledger", "[presets]") {
   Composer composer(builtin_host().registry());
-  TempDir dir;
+  TempDir dir("presets");
   auto ledger = ledger::Ledger::create(dir.path.string());
   size_t runs = 0;
   for (const auto& f : manifests_under(kManifests / "grokking")) {
@@ -166,7 +158,7 @@ TEST_CASE("interventions resume bit-exactly: centring, Grokfast, fixed norm", "[
     auto overrides = plain_overrides;
     overrides.insert(overrides.end(), c.interventions.begin(), c.interventions.end());
     ResolvedConfig cfg = composer.compose(kDefault, overrides);
-    TempDir dir;
+    TempDir dir("presets");
     auto ledger = ledger::Ledger::create(dir.path.string());
     RunOutcome whole = run_recorded(cfg, builtin_host(), ledger, {});
     REQUIRE(whole.steps == 8);

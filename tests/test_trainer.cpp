@@ -17,9 +17,11 @@
 #include "groklab/manifest.h"
 #include "groklab/runs.h"
 #include "groklab/trainer.h"
+#include "support.h"
 
 namespace fs = std::filesystem;
 using namespace groklab;
+using test::TempDir;
 
 namespace {
 
@@ -55,16 +57,6 @@ struct Collect : TrainObserver {
     for (const auto& c : checkpoints) h.push_back(std::to_string(c.step) + ":" + c.params_hash);
     return h;
   }
-};
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int n = 0;
-    path = fs::temp_directory_path() / ("groklab-trainer-" + std::to_string(::getpid()) + "-" + std::to_string(n++));
-    fs::remove_all(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
 };
 
 }  // namespace
@@ -115,7 +107,7 @@ TEST_CASE("restoring a checkpoint continues bit-identically", "[trainer][resume]
 }
 
 TEST_CASE("runs are recorded; an interrupted run resumes to the same bits", "[trainer][ledger][resume]") {
-  TempDir dir;
+  TempDir dir("trainer");
   auto ledger = ledger::Ledger::create(dir.path.string());
   Composer composer(test_host().registry());
   RunOutcome whole = run_recorded(tiny(), test_host(), ledger, {});
@@ -143,7 +135,7 @@ TEST_CASE("runs are recorded; an interrupted run resumes to the same bits", "[tr
 }
 
 TEST_CASE("replay is bit-identical; a perturbed replay names the first divergence", "[trainer][replay]") {
-  TempDir dir;
+  TempDir dir("trainer");
   auto ledger = ledger::Ledger::create(dir.path.string());
   Composer composer(test_host().registry());
   RunOutcome run = run_recorded(tiny(), test_host(), ledger, {});
@@ -186,7 +178,7 @@ TEST_CASE("replay is bit-identical; a perturbed replay names the first divergenc
 TEST_CASE("checkpoints load in Python with torch.load, with state_dict names", "[trainer][python]") {
   Collect c;
   Trainer(tiny(), test_host().registry()).run(c);
-  TempDir dir;
+  TempDir dir("trainer");
   fs::create_directories(dir.path);
   const fs::path file = dir.path / "ckpt.pt";
   std::ofstream(file, std::ios::binary) << c.checkpoints.back().bytes;
@@ -204,16 +196,11 @@ TEST_CASE("checkpoints load in Python with torch.load, with state_dict names", "
   const std::string cmd = "/usr/bin/python3 -c \"import torch, sys; d = torch.load(sys.argv[1]); "
                           "print(d['step'], sorted(d['model'])); "
                           "print(' '.join(float(x).hex() for x in d['model']['out.bias'].tolist()))\" " +
-                          file.string() + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int rc = ::pclose(p);
+                          file.string();
+  const test::CommandResult r = test::run_shell(cmd);
+  const std::string& out = r.out;
   INFO(out);
-  REQUIRE(rc == 0);  // python3-torch is installed by scripts/setup.sh
+  REQUIRE(r.status == 0);  // python3-torch is installed by scripts/setup.sh
   CHECK_THAT(out, Catch::StartsWith("40 ['emb.weight', 'out.bias', 'out.weight']"));
   // Python's float.hex and C's %a spell the same value the same way for these floats.
   std::string py_line = out.substr(out.find('\n') + 1);
@@ -228,7 +215,7 @@ TEST_CASE("checkpoints load in Python with torch.load, with state_dict names", "
 }
 
 TEST_CASE("a replay with a different plugin binary says so up front and still compares", "[trainer][replay]") {
-  TempDir dir;
+  TempDir dir("trainer");
   auto ledger = ledger::Ledger::create((dir.path / "ledger").string());
   Composer composer(test_host().registry());
   RunOutcome run = run_recorded(tiny(), test_host(), ledger, {});
