@@ -148,7 +148,7 @@ TEST_CASE("interventions resume bit-exactly: centring, Grokfast, fixed norm", "[
       {{"architecture.readout_center=true", "architecture.readout_scale=0.5", "optimizer.grokfast=ema",
         "optimizer.fixed_norm=true", "optimizer.init_scale=1.5"},
        {}},
-      {{"optimizer.grokfast=ma", "optimizer.grokfast_window=3", "optimizer.loss_dtype=float32"},
+      {{"optimizer.grokfast=ma", "optimizer.grokfast_window=3", "run.loss_dtype=float32"},
        {"run.batch_size=64"}}};
   for (const auto& c : cases) {
     INFO(c.interventions.front());
@@ -180,10 +180,10 @@ TEST_CASE("interventions resume bit-exactly: centring, Grokfast, fixed norm", "[
 
 TEST_CASE("loss_dtype: the training loss in float64 (default) or float32", "[presets]") {
   Composer composer(builtin_host().registry());
-  CHECK(composer.compose(kDefault).optimizer.params.get_string("loss_dtype") == "float64");
+  CHECK(composer.compose(kDefault).run.loss_dtype == "float64");
   auto losses = [&](const std::string& dtype) {
     auto o = kTinyOverrides;
-    o.push_back("optimizer.loss_dtype=" + dtype);
+    o.push_back("run.loss_dtype=" + dtype);
     Trainer t(composer.compose(kDefault, o), builtin_host().registry());
     Watch w;
     t.run(w);

@@ -141,52 +141,36 @@ Config flatten_json(const json& value) {
   return out;
 }
 
+RunInfo run_info(const ledger::Ledger& ledger, RunRecord record) {
+  RunInfo info;
+  info.record = std::move(record);
+  const RunRecord& rec = info.record;
+  const json& start = rec.start.json;
+  info.id = rec.start.id;
+  info.time = str_field(start, "time");
+  info.status = rec.status();
+  if (auto c = start.find("components"); c != start.end() && c->is_object()) {
+    info.task = str_field(*c, "task");
+    info.architecture = str_field(*c, "architecture");
+    info.optimizer = str_field(*c, "optimizer");
+  }
+  info.sweep = str_field(start, "sweep");
+  if (auto o = start.find("objects"); o != start.end() && o->is_object() && o->contains("config"))
+    info.config = flatten_config(ledger.objects().get(o->at("config").get<std::string>()));
+  if (rec.result) {
+    info.steps = rec.result->json.value("steps", int64_t{0});
+    if (auto f = rec.result->json.find("final"); f != rec.result->json.end() && f->is_object())
+      for (auto it = f->begin(); it != f->end(); ++it)
+        if (auto v = metric_number(it.value())) info.final_metrics[it.key()] = *v;
+  } else if (!rec.checkpoints.empty()) {
+    info.steps = rec.checkpoints.back().json.value("step", int64_t{0});
+  }
+  return info;
+}
+
 std::vector<RunInfo> list_runs(const ledger::Ledger& ledger) {
   std::vector<RunInfo> runs;
-  std::map<std::string, std::size_t> index;  // run id -> position in runs
-  std::map<std::string, std::map<int64_t, ledger::Entry>> checkpoints;
-  ledger.for_each_entry([&](const ledger::Entry& e) {
-    const std::string kind = str_field(e.json, "kind");
-    if (kind == "run") {
-      index[e.id] = runs.size();
-      RunInfo info;
-      info.record.start = e;
-      info.id = e.id;
-      runs.push_back(std::move(info));
-      return true;
-    }
-    auto it = index.find(str_field(e.json, "run"));
-    if (it == index.end()) return true;
-    RunRecord& rec = runs[it->second].record;
-    if (kind == "checkpoint") checkpoints[it->first][e.json.value("step", int64_t{0})] = e;
-    else if (kind == "resume") rec.resumes.push_back(e);
-    else if (kind == "result") rec.result = e;
-    else if (kind == "replay") rec.replays.push_back(e);
-    return true;
-  });
-  for (RunInfo& info : runs) {
-    RunRecord& rec = info.record;
-    for (auto& [step, e] : checkpoints[info.id]) rec.checkpoints.push_back(e);
-    const json& start = rec.start.json;
-    info.time = str_field(start, "time");
-    info.status = rec.status();
-    if (auto c = start.find("components"); c != start.end() && c->is_object()) {
-      info.task = str_field(*c, "task");
-      info.architecture = str_field(*c, "architecture");
-      info.optimizer = str_field(*c, "optimizer");
-    }
-    info.sweep = str_field(start, "sweep");
-    if (auto o = start.find("objects"); o != start.end() && o->is_object() && o->contains("config"))
-      info.config = flatten_config(ledger.objects().get(o->at("config").get<std::string>()));
-    if (rec.result) {
-      info.steps = rec.result->json.value("steps", int64_t{0});
-      if (auto f = rec.result->json.find("final"); f != rec.result->json.end() && f->is_object())
-        for (auto it = f->begin(); it != f->end(); ++it)
-          if (auto v = metric_number(it.value())) info.final_metrics[it.key()] = *v;
-    } else if (!rec.checkpoints.empty()) {
-      info.steps = rec.checkpoints.back().json.value("step", int64_t{0});
-    }
-  }
+  for (RunRecord& rec : load_runs(ledger)) runs.push_back(run_info(ledger, std::move(rec)));
   return runs;
 }
 

@@ -848,6 +848,7 @@ ResolvedConfig Context::resolve(const Layer& layer) {
     cfg.run.seed_streams = rp.get_string("seed_streams");
     cfg.run.stop_metric = rp.get_string("stop_metric");
     cfg.run.stop_threshold = rp.get_float("stop_threshold");
+    cfg.run.loss_dtype = rp.get_string("loss_dtype");
   }
   return cfg;
 }

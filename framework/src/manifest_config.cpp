@@ -53,7 +53,8 @@ Params run_params(const RunConfig& r) {
                  {"device", Value(r.device)},
                  {"seed_streams", Value(r.seed_streams)},
                  {"stop_metric", Value(r.stop_metric)},
-                 {"stop_threshold", Value(r.stop_threshold)}});
+                 {"stop_threshold", Value(r.stop_threshold)},
+                 {"loss_dtype", Value(r.loss_dtype)}});
 }
 
 std::optional<Value> lookup(const ComponentConfig& c, const std::string& key) {
@@ -146,7 +147,10 @@ const Schema& run_schema() {
                   "XXH3-64(seed, purpose); shared: every stream is the seed itself")
           .string("stop_metric", std::string(), "stop after the first evaluation at which this "
                   "metric (e.g. \"test_accuracy\") reaches stop_threshold; \"\" = run all steps")
-          .real("stop_threshold", 1.0, "threshold for stop_metric");
+          .real("stop_threshold", 1.0, "threshold for stop_metric")
+          .choice("loss_dtype", "float64", {"float64", "float32"},
+                  "training cross-entropy on logits cast to float64 (as the reference peer), "
+                  "or on the logits as they are");
   return schema;
 }
 

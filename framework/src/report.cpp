@@ -849,11 +849,9 @@ void write_report(const ledger::Ledger& ledger, const std::vector<audit::RunInfo
 }
 
 std::string write_run_report(const ledger::Ledger& ledger, const std::string& run_id) {
-  const std::string full = ledger.resolve(run_id);
-  std::vector<audit::RunInfo> mine;
-  for (auto& r : audit::list_runs(ledger))
-    if (r.id == full) mine.push_back(std::move(r));
-  if (mine.empty()) throw std::invalid_argument("no run " + run_id + " in ledger " + ledger.dir());
+  // Only this run's config is read, not every run's (the ledger may hold thousands).
+  std::vector<audit::RunInfo> mine{audit::run_info(ledger, load_run(ledger, run_id))};
+  const std::string& full = mine.front().id;
   Options o;
   o.title = "groklab run " + short_id(full);
   const std::string path = (std::filesystem::path(ledger.dir()) / "reports" / (full + ".html")).string();

@@ -226,6 +226,24 @@ std::string RunRecord::status() const {
   return "started";
 }
 
+namespace {
+
+// Files an entry of a run (not its "run" entry) into its record; checkpoints
+// go into ckpts by step, to be put in step order by finish_record.
+void file_entry(RunRecord& rec, std::map<int64_t, ledger::Entry>& ckpts, const ledger::Entry& e) {
+  const std::string kind = json_str(e.json, "kind");
+  if (kind == "checkpoint") ckpts[e.json.at("step").get<int64_t>()] = e;
+  else if (kind == "resume") rec.resumes.push_back(e);
+  else if (kind == "result") rec.result = e;
+  else if (kind == "replay") rec.replays.push_back(e);
+}
+
+void finish_record(RunRecord& rec, std::map<int64_t, ledger::Entry>& ckpts) {
+  for (auto& [step, e] : ckpts) rec.checkpoints.push_back(std::move(e));
+}
+
+}  // namespace
+
 RunRecord load_run(const ledger::Ledger& ledger, const std::string& id) {
   const std::string full = ledger.resolve(id);
   auto entries = ledger.entries();
@@ -242,20 +260,34 @@ RunRecord load_run(const ledger::Ledger& ledger, const std::string& id) {
   std::map<int64_t, ledger::Entry> ckpts;
   bool found = false;
   for (auto& e : entries) {
-    std::string kind = json_str(e.json, "kind");
-    if (e.id == run_id && kind == "run") {
+    if (e.id == run_id && json_str(e.json, "kind") == "run") {
       rec.start = e;
       found = true;
     } else if (json_str(e.json, "run") == run_id) {
-      if (kind == "checkpoint") ckpts[e.json.at("step").get<int64_t>()] = e;
-      else if (kind == "resume") rec.resumes.push_back(e);
-      else if (kind == "result") rec.result = e;
-      else if (kind == "replay") rec.replays.push_back(e);
+      file_entry(rec, ckpts, e);
     }
   }
   if (!found) throw std::runtime_error("no run entry " + run_id.substr(0, 12) + " in the ledger");
-  for (auto& [step, e] : ckpts) rec.checkpoints.push_back(e);
+  finish_record(rec, ckpts);
   return rec;
+}
+
+std::vector<RunRecord> load_runs(const ledger::Ledger& ledger) {
+  std::vector<RunRecord> runs;
+  std::vector<std::map<int64_t, ledger::Entry>> ckpts;
+  std::map<std::string, std::size_t> index;  // run id -> position in runs
+  ledger.for_each_entry([&](const ledger::Entry& e) {
+    if (json_str(e.json, "kind") == "run") {
+      index[e.id] = runs.size();
+      runs.emplace_back().start = e;
+      ckpts.emplace_back();
+    } else if (auto it = index.find(json_str(e.json, "run")); it != index.end()) {
+      file_entry(runs[it->second], ckpts[it->second], e);
+    }
+    return true;
+  });
+  for (std::size_t i = 0; i < runs.size(); ++i) finish_record(runs[i], ckpts[i]);
+  return runs;
 }
 
 RunOutcome run_recorded(const ResolvedConfig& config, const PluginHost& host, ledger::Ledger& ledger,

@@ -243,13 +243,7 @@ Trainer::Trainer(const ResolvedConfig& config, const Registry& registry) : impl_
   m.optimizer = guarded("optimizer " + config.optimizer.plugin, [&] {
     return find(Kind::Optimizer, config.optimizer.plugin)->make_optimizer(config.optimizer.params);
   });
-  if (config.optimizer.params.has("loss_dtype")) {
-    const Value& v = config.optimizer.params.get("loss_dtype");
-    if (!v.is_string() || (v.as_string() != "float64" && v.as_string() != "float32"))
-      throw std::runtime_error("optimizer " + config.optimizer.plugin + ": loss_dtype = " + v.canonical() +
-                               " (the trainer expects \"float64\" or \"float32\")");
-    m.loss_float64 = v.as_string() == "float64";
-  }
+  m.loss_float64 = config.run.loss_dtype == "float64";
   for (size_t i = 0; i < config.metrics.size(); ++i) {
     const auto& mc = config.metrics[i];
     m.metrics.push_back(guarded("metrics." + std::to_string(i) + " " + mc.plugin,

@@ -15,8 +15,6 @@
 //                     attached, before ‖θ₀‖ is taken (Omnigrok's initialisation scale).
 //                     Only the parameters: buffers (a readout_center copy θ₀) keep
 //                     the values the architecture drew.
-//   loss_dtype        not used here: the trainer reads it (float64: cross-entropy on
-//                     logits cast to double, as the reference; float32: on the logits as they are).
 //
 // One step: Grokfast filter on the raw gradients, then clipping, then the
 // update, then the fixed-norm rescale. Everything the interventions carry
@@ -396,9 +394,7 @@ Schema& common(Schema& s, double lr, double weight_decay) {
       .min(1)
       .boolean("fixed_norm", false,
                "Omnigrok (Liu et al. 2023): rescale θ to its initial global 2-norm after every step")
-      .real("init_scale", 1.0, "multiply the initial parameters by this (Omnigrok's α; > 0)").min(0.0)
-      .choice("loss_dtype", "float64", {"float64", "float32"},
-              "read by the trainer: training cross-entropy on logits cast to float64, or as they are");
+      .real("init_scale", 1.0, "multiply the initial parameters by this (Omnigrok's α; > 0)").min(0.0);
 }
 
 }  // namespace

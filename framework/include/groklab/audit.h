@@ -67,6 +67,9 @@ struct GROKLAB_API RunInfo {
 // Throws LedgerError / std::runtime_error for an unreadable ledger or object.
 GROKLAB_API std::vector<RunInfo> list_runs(const ledger::Ledger& ledger);
 
+// One run's RunInfo from its record (load_run); reads its config object.
+GROKLAB_API RunInfo run_info(const ledger::Ledger& ledger, RunRecord record);
+
 // A run's metric series: evaluated step -> {metric name -> value}.
 using Series = std::map<int64_t, std::map<std::string, double>>;
 

@@ -81,6 +81,7 @@ struct RunConfig {
   std::string seed_streams = "derived";  // "derived" or "shared" (see derive_seeds())
   std::string stop_metric;         // stop once this metric reaches stop_threshold ("" = never)
   double stop_threshold = 1.0;     // threshold for stop_metric
+  std::string loss_dtype = "float64";  // training loss on logits cast to "float64", or "float32" as they are
 };
 
 // A complete experiment configuration: what the trainer builds and the ledger hashes.
@@ -176,7 +177,8 @@ class GROKLAB_API Composer {
 };
 
 // Returns the schema of the [run] table: seed, steps, batch_size, eval_every,
-// checkpoint_every, threads, device, seed_streams, stop_metric, stop_threshold.
+// checkpoint_every, threads, device, seed_streams, stop_metric, stop_threshold,
+// loss_dtype.
 GROKLAB_API const Schema& run_schema();
 
 }  // namespace groklab

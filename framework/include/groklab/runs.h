@@ -49,6 +49,9 @@ struct GROKLAB_API RunRecord {
 // Throws std::runtime_error if it names no run.
 GROKLAB_API RunRecord load_run(const ledger::Ledger& ledger, const std::string& id);
 
+// Every run in the ledger, in ledger order, in one pass over the entries.
+GROKLAB_API std::vector<RunRecord> load_runs(const ledger::Ledger& ledger);
+
 // The outcome of a run or resume.
 struct RunOutcome {
   std::string run_id;     // the "run" entry

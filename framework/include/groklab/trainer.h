@@ -5,10 +5,7 @@
 //
 // The training loss is cross-entropy over the scored positions (targets -1
 // ignored), computed in float64 (logits cast to double, as the reference
-// peer does) unless the optimizer's parameters say loss_dtype = "float32"
-// (the built-in optimizers declare it; an optimizer without it gets float64).
-// It lives in the optimizer's table because it is part of the optimisation
-// recipe, like the Grokfast filter, and so that it is in the config's hash.
+// peer does) unless the run says loss_dtype = "float32".
 //
 //   groklab::Trainer t(config, host.registry());
 //   MyObserver obs;
