@@ -2,6 +2,7 @@
 //   show ENTRY | diff A B | query … | export … | audit | repair
 // The query commands print what ledger_query.h formats from groklab/audit.h.
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <set>
 #include <stdexcept>
@@ -140,7 +141,9 @@ void cmd_list(const LedgerArgs& args) {
       for (const char* key : summary_keys) {
         std::string v = field(key);
         if (v.empty()) continue;
-        if (v.size() > 40) v = v.substr(0, 37) + "...";
+        // A long path keeps its tail: the file name is what tells runs apart.
+        if (v.size() > 40)
+          v = std::strcmp(key, "manifest") == 0 ? "..." + v.substr(v.size() - 37) : v.substr(0, 37) + "...";
         line += std::string("  ") + key + "=" + v;
       }
       if (auto objs = j.find("objects"); objs != j.end() && !objs->empty())
