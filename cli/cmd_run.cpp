@@ -9,7 +9,6 @@
 #include "common.h"
 #include "groklab/log.h"
 #include "groklab/manifest.h"
-#include "groklab/report.h"
 #include "groklab/runs.h"
 
 namespace groklab::cli {
@@ -21,22 +20,6 @@ struct RunArgs {
   std::string ledger;
   std::string resume;
 };
-
-void print_outcome(const RunOutcome& o) {
-  std::printf("run %s finished: %lld steps, params %s\n", o.run_id.c_str(),
-              static_cast<long long>(o.steps), o.params_hash.c_str());
-  for (const auto& [k, v] : o.final_metrics) std::printf("  %-24s %.6g\n", k.c_str(), v);
-}
-
-// Writes the run's page to LEDGER/reports/ID.html and prints its path; the run
-// is recorded either way, so a report that cannot be written is a warning.
-void write_report(const ledger::Ledger& ledger, const RunOutcome& o) {
-  try {
-    std::printf("report: %s\n", report::write_run_report(ledger, o.run_id).c_str());
-  } catch (const std::exception& e) {
-    logger()->warn("could not write the report of run {}: {}", o.run_id, e.what());
-  }
-}
 
 void run_command(const RunArgs& a) {
   PluginHost host;

@@ -12,6 +12,7 @@ void add_compose_command(CLI::App& app);
 void add_run_command(CLI::App& app);
 void add_data_command(CLI::App& app);  // cmd_data.cpp: generate / check McCoy task data
 void add_report_command(CLI::App& app);  // cmd_report.cpp: the HTML report of runs
+void add_sweep_command(CLI::App& app);   // cmd_sweep.cpp: local and Slurm sweeps
 
 // Thrown by a command to exit with a message and status, without a stack of
 // logs: main prints "groklab: <what>" and returns code.

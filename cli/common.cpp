@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "groklab/log.h"
+#include "groklab/report.h"
 #include "groklab/runs.h"
 
 namespace groklab::cli {
@@ -31,6 +32,22 @@ std::string ledger_dir(const std::string& option) {
 }
 
 void load_plugins(PluginHost& host) { host.load_default_paths(); }
+
+void print_outcome(const RunOutcome& o) {
+  std::printf("run %s finished: %lld steps, params %s\n", o.run_id.c_str(),
+              static_cast<long long>(o.steps), o.params_hash.c_str());
+  for (const auto& [k, v] : o.final_metrics) std::printf("  %-24s %.6g\n", k.c_str(), v);
+}
+
+void write_report(const ledger::Ledger& ledger, const RunOutcome& o) {
+  try {
+    std::printf("report: %s\n", report::write_run_report(ledger, o.run_id).c_str());
+  } catch (const std::exception& e) {
+    logger()->warn("could not write the report of run {}: {}", o.run_id, e.what());
+  }
+}
+
+bool interrupt_requested() { return g_interrupted != 0; }
 
 void install_interrupt_handlers() {
   struct sigaction sa {};

@@ -6,6 +6,8 @@
 #include <string>
 
 #include "groklab/host.h"
+#include "groklab/ledger/ledger.h"
+#include "groklab/runs.h"
 #include "groklab/trainer.h"
 
 namespace groklab::cli {
@@ -45,7 +47,18 @@ class Progress final : public TrainObserver {
   std::chrono::steady_clock::time_point start_, last_draw_;
 };
 
-// Installs SIGINT/SIGTERM handlers that ask Progress to stop the run.
+// Prints a finished run's id, steps, parameter hash and final metrics.
+void print_outcome(const RunOutcome& o);
+
+// Writes the run's page to LEDGER/reports/ID.html and prints its path; the run
+// is recorded either way, so a report that cannot be written is a warning.
+void write_report(const ledger::Ledger& ledger, const RunOutcome& o);
+
+// Installs SIGINT/SIGTERM handlers that ask Progress to stop the run. They
+// interrupt blocking calls (no SA_RESTART): waitpid() returns EINTR.
 void install_interrupt_handlers();
+
+// True once SIGINT or SIGTERM arrived after install_interrupt_handlers().
+bool interrupt_requested();
 
 }  // namespace groklab::cli

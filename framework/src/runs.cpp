@@ -95,6 +95,7 @@ class Recorder final : public TrainObserver {
       : ledger_(ledger), run_id_(std::move(run_id)), progress_(progress) {}
 
   void on_step(int64_t step, double loss) override {
+    last_step_ = step;
     if (progress_) progress_->on_step(step, loss);
   }
   void on_eval(int64_t step, const std::map<std::string, double>& values) override {
@@ -120,6 +121,7 @@ class Recorder final : public TrainObserver {
   json checkpoints_ = json::array();
   std::map<std::string, double> last_metrics_;
   std::string last_params_hash_;
+  int64_t last_step_ = 0;  // the last step completed (what a stopped run trained)
 
  private:
   ledger::Ledger& ledger_;
@@ -166,9 +168,11 @@ RunOutcome train_and_record(const ResolvedConfig& config, const PluginHost& host
     Trainer trainer(config, host.registry());
     steps = trainer.run(recorder, plan);
   } catch (const Interrupted&) {
+    steps = recorder.last_step_;
     ledger.append(result_entry(run_id, "interrupted", recorder, ledger, seconds(), steps));
     throw;
   } catch (const std::exception& e) {
+    steps = recorder.last_step_;
     json r = result_entry(run_id, "failed", recorder, ledger, seconds(), steps);
     r["error"] = e.what();
     try {
@@ -314,6 +318,7 @@ RunOutcome run_recorded(const ResolvedConfig& config, const PluginHost& host, le
                 {"status", "started"},
                 {"objects", {{"config", config_object}}}};
   if (!provenance.sweep.empty()) start["sweep"] = provenance.sweep;
+  if (!provenance.sweep.empty() && provenance.sweep_child >= 0) start["sweep_child"] = provenance.sweep_child;
   const std::string run_id = ledger.append(start);
   Recorder recorder(ledger, run_id, progress);
   return train_and_record(config, host, ledger, run_id, recorder, {});

@@ -67,6 +67,7 @@ struct Provenance {
   std::string manifest;
   std::vector<std::string> overrides;
   std::string sweep;  // id of the sweep entry this run belongs to, if any
+  int64_t sweep_child = -1;  // its child index in that sweep (with sweep)
 };
 
 // Trains config and records it in the ledger. progress (optional) also sees
