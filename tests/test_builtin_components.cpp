@@ -532,7 +532,9 @@ TEST_CASE("accuracy, loss and weight_norm metrics", "[builtin]") {
                      ->evaluate(ctx);
   CHECK(whole == batched);
 
-  auto wn = builtins().find(Kind::Metric, "weight_norm")->make_metric(Params())->evaluate(ctx);
+  auto wn = builtins().find(Kind::Metric, "weight_norm")
+                ->make_metric(params_for(Kind::Metric, "weight_norm"))
+                ->evaluate(ctx);
   double sum = 0;
   for (const auto& p : m->parameters()) sum += p.to(torch::kDouble).pow(2).sum().item<double>();
   CHECK(wn.at("weight_norm") == Approx(std::sqrt(sum)).epsilon(1e-12));

@@ -228,6 +228,7 @@ TEST_CASE("the canonical form is sorted TOML with every default explicit", "[man
         "\n"
         "[[metrics]]\n"
         "plugin = \"test_param_count\"\n"
+        "every = 0\n"
         "\n"
         "[optimizer]\n"
         "plugin = \"test_sgd\"\n"

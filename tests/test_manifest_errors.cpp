@@ -124,8 +124,8 @@ TEST_CASE("parameter errors say what was expected", "[manifest][errors]") {
           "bad.toml:8:1: run.sede: unknown parameter of [run] (did you mean \"seed\"?); expected "
           "one of: batch_size, checkpoint_every, device, eval_every, loss_dtype, seed, seed_streams, "
           "steps, stop_metric, stop_threshold, threads\n"
-          "bad.toml:11:1: metrics.0.x: unknown parameter of metric \"test_param_count\"; it has "
-          "no parameters");
+          "bad.toml:11:1: metrics.0.x: unknown parameter of metric \"test_param_count\"; "
+          "expected one of: every");
   }
   SECTION("wrong type") {
     CHECK(errors_of("[task]\nplugin = \"test_copy\"\nvocab = \"big\"\nexamples = 2.0\n"

@@ -476,8 +476,9 @@ TEST_CASE("report: real runs, groklab report, rendered in headless Chromium", "[
   // The rendered DOM: every chart series drawn, bars drawn, every run listed.
   auto paths = series_paths(rendered);
   // Per config (4: two depths x ... seeds overlaid -> 2 configs): accuracy has
-  // train+test per seed, loss test per seed, weight_norm per seed.
-  CHECK(paths.size() == 2 * (2 * 2 + 2 + 2));
+  // train+test per seed, loss test per seed, and per seed weight_norm,
+  // weight_norm_per_layer and weight_norm_layer_<l> for each of its depth's layers.
+  CHECK(paths.size() == (2 * 2 + 2 + 2 * (2 + 1)) + (2 * 2 + 2 + 2 * (2 + 2)));
   for (const auto& d : paths) {
     CHECK(d.rfind("M", 0) == 0);
     CHECK(path_numbers(d).size() >= 4);  // at least a line

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <stdexcept>
+
 namespace groklab {
 
 // Out-of-line virtual destructors anchor each interface's vtable and
@@ -26,6 +28,12 @@ torch::Tensor Task::scored(const std::string& split) const {
 
 torch::Tensor Task::correct_model(Model&, const std::string&, const torch::Tensor&) const {
   return torch::Tensor();
+}
+
+ModelInternals Model::internals() const { return {}; }
+
+torch::Tensor Model::forward_hooked(const torch::Tensor&, ForwardHooks&) {
+  throw std::logic_error("this model offers no forward hooks (Model::forward_hooked)");
 }
 
 void Optimizer::zero_grad() {

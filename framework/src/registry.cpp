@@ -90,7 +90,11 @@ void Registrar::add_metric(std::string name, std::string description, Schema sch
   c.kind = Kind::Metric;
   c.name = std::move(name);
   c.description = std::move(description);
-  c.schema = std::move(schema);
+  if (schema.find("every") != nullptr)
+    throw std::invalid_argument("metric '" + c.name + "': `every` is reserved (the evaluation cadence)");
+  c.schema = std::move(schema.integer("every", 0, "evaluate every this many steps (and at the last "
+                                                 "step); 0: the run's eval_every")
+                           .min(0));
   c.make_metric = std::move(f);
   add(std::move(c));
 }

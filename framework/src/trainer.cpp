@@ -107,6 +107,8 @@ struct Trainer::Impl {
   Batch full_batch;    // cached when training full-batch
   int64_t step = 0;
   bool loss_float64 = true;  // the training loss on logits cast to double (see trainer.h)
+  std::vector<int64_t> metric_every;  // per metric, its `every` (0: run.eval_every)
+  TensorMap params_before, gradients;  // at evaluated steps, before the update (EvalContext)
 
   TensorMap model_state() const {
     TensorMap m;
@@ -131,24 +133,70 @@ struct Trainer::Impl {
     return task->batch(train_split, idx);
   }
 
-  std::map<std::string, double> evaluate() {
+  // Whether metric i evaluates at this step (its cadence, or the last step).
+  bool metric_due(size_t i, bool last_step) const {
+    const int64_t every = metric_every[i] > 0 ? metric_every[i] : cfg.run.eval_every;
+    return last_step || step % every == 0;
+  }
+
+  // Whether any evaluation happens at this step (eval_every when there are no metrics).
+  bool eval_due(bool last_step) const {
+    if (metrics.empty()) return last_step || step % cfg.run.eval_every == 0;
+    for (size_t i = 0; i < metrics.size(); ++i)
+      if (metric_due(i, last_step)) return true;
+    return false;
+  }
+
+  // Runs the metrics due at this step; all_ran tells whether every metric ran.
+  // Torch's default generator (the dropout stream) is restored afterwards, so
+  // metrics cannot shift training.
+  std::map<std::string, double> evaluate(bool last_step, bool& all_ran) {
     std::map<std::string, double> out;
     torch::NoGradGuard no_grad;
     model->eval();
+    torch::Tensor rng_state;
+    {
+      std::lock_guard<std::mutex> lock(default_generator().mutex());
+      rng_state = default_generator().get_state();
+    }
+    all_ran = true;
     for (size_t i = 0; i < metrics.size(); ++i) {
+      if (!metric_due(i, last_step)) {
+        all_ran = false;
+        continue;
+      }
       EvalContext ctx;
       ctx.model = model.get();
       ctx.task = task.get();
       ctx.step = step;
       ctx.seed = seeds.metric ^ (static_cast<uint64_t>(step) * 0x9E3779B97F4A7C15ull);
+      if (!params_before.empty()) {
+        ctx.params_before = &params_before;
+        ctx.gradients = &gradients;
+      }
       for (const auto& [k, v] : metrics[i]->evaluate(ctx)) {
         if (!out.emplace(k, v).second)
           throw std::runtime_error("metrics." + std::to_string(i) + " (" + cfg.metrics[i].plugin +
                                    ") reports '" + k + "', which an earlier metric already reported");
       }
     }
+    {
+      std::lock_guard<std::mutex> lock(default_generator().mutex());
+      default_generator().set_state(rng_state);
+    }
     model->train();
     return out;
+  }
+
+  // Keeps this step's parameters and gradients (before the update) for the metrics.
+  void snapshot_before_update() {
+    params_before.clear();
+    gradients.clear();
+    torch::NoGradGuard no_grad;
+    for (const auto& p : model->named_parameters(true)) {
+      params_before[p.key()] = p.value().detach().clone();
+      if (p.value().grad().defined()) gradients[p.key()] = p.value().grad().detach().clone();
+    }
   }
 
   Checkpoint checkpoint() const {
@@ -248,6 +296,7 @@ Trainer::Trainer(const ResolvedConfig& config, const Registry& registry) : impl_
     const auto& mc = config.metrics[i];
     m.metrics.push_back(guarded("metrics." + std::to_string(i) + " " + mc.plugin,
                                 [&] { return find(Kind::Metric, mc.plugin)->make_metric(mc.params); }));
+    m.metric_every.push_back(mc.params.has("every") ? mc.params.get_int("every") : 0);
   }
 
   // Each purpose draws from its own stream, in a fixed order.
@@ -278,7 +327,6 @@ int64_t Trainer::run(TrainObserver& obs, const TrainPlan& plan) {
   if (!plan.resume_from.empty()) m.restore(plan.resume_from);
   const int64_t last = m.cfg.run.steps;
   const int64_t stop = plan.stop_step > 0 ? std::min(plan.stop_step, last) : last;
-  const int64_t eval_every = m.cfg.run.eval_every;
   const int64_t ckpt_every = m.cfg.run.checkpoint_every;
   while (m.step < stop) {
     ++m.step;
@@ -292,19 +340,25 @@ int64_t Trainer::run(TrainObserver& obs, const TrainPlan& plan) {
         torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-1));
     m.optimizer->zero_grad();
     loss.backward();
+    bool done = m.step == last;
+    const bool eval_now = m.eval_due(done);
+    if (eval_now) m.snapshot_before_update();
     m.optimizer->step(m.step);
     obs.on_step(m.step, loss.item<double>());
-    bool done = m.step == last;
-    if (m.step % eval_every == 0 || done) {
-      auto values = m.evaluate();
+    if (eval_now) {
+      bool all_ran = true;
+      auto values = m.evaluate(done, all_ran);
+      m.params_before.clear();
+      m.gradients.clear();
       obs.on_eval(m.step, values);
       // Early stop is part of the config, so a replay stops at the same step.
       if (!m.cfg.run.stop_metric.empty()) {
         auto it = values.find(m.cfg.run.stop_metric);
-        if (it == values.end())
+        if (it == values.end() && all_ran)
           throw std::runtime_error("run.stop_metric = \"" + m.cfg.run.stop_metric +
                                    "\" is not reported by any metric (check [[metrics]])");
-        if (it->second >= m.cfg.run.stop_threshold) done = true;
+        // Absent while its metric is on another cadence.
+        if (it != values.end() && it->second >= m.cfg.run.stop_threshold) done = true;
       }
     }
     if ((ckpt_every > 0 && m.step % ckpt_every == 0) || done || m.step == stop)

@@ -171,9 +171,11 @@ struct Attention : torch::nn::Module {
     out_proj = register_module("out_proj", std::make_shared<Linear>(d, d, bias, frozen));
   }
 
-  // q_in, k_in, v_in: [B, T, d]; mask: [T, T] additive, or undefined.
+  // q_in, k_in, v_in: [B, T, d]; mask: [T, T] or [B·heads, T, T] additive, or
+  // undefined. hooks (or nullptr) records and gates layer `layer`'s heads.
   Tensor forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const Tensor& mask,
-                 double dropout, bool training) const {
+                 double dropout, bool training, ForwardHooks* hooks = nullptr,
+                 int64_t layer = 0) const {
     Tensor q, k, v;
     if (q_in.is_same(k_in) && k_in.is_same(v_in)) {
       // Self-attention: one packed projection, as nn.MultiheadAttention's in_proj_weight.
@@ -195,11 +197,27 @@ struct Attention : torch::nn::Module {
     k = k.contiguous().view({k.size(0), bsz * heads_, hd}).transpose(0, 1);
     v = v.contiguous().view({v.size(0), bsz * heads_, hd}).transpose(0, 1);
     const Tensor q_scaled = at::div(q, py_scalar(std::sqrt(static_cast<double>(hd))));
-    Tensor att = mask.defined() ? at::baddbmm(mask.unsqueeze(0), q_scaled, k.transpose(-2, -1))
+    Tensor att = mask.defined() ? at::baddbmm(mask.dim() == 2 ? mask.unsqueeze(0) : mask, q_scaled,
+                                              k.transpose(-2, -1))
                                 : at::bmm(q_scaled, k.transpose(-2, -1));
     att = att.softmax(-1);
+    if (hooks && hooks->record_attention)
+      hooks->attention.push_back(att.view({bsz, heads_, tgt, att.size(-1)}));
     if (dropout > 0.0 && training) att = at::dropout(att, dropout, true);
     Tensor out = at::bmm(att, v);
+    if (hooks && (hooks->record_heads || hooks->head_gate.defined())) {
+      Tensor z = out.view({bsz, heads_, tgt, hd});
+      if (hooks->record_heads) hooks->heads.push_back(z);
+      if (hooks->head_gate.defined()) {
+        const Tensor g = hooks->head_gate[layer].to(z.scalar_type()).view({1, heads_, 1, 1});
+        z = z * g;
+        if (hooks->head_fill.defined()) {
+          const Tensor fill = hooks->head_fill.dim() == 4 ? hooks->head_fill[layer] : hooks->head_fill;
+          z = z + fill.to(z.scalar_type()) * (1 - g);
+        }
+        out = z.reshape({bsz * heads_, tgt, hd});
+      }
+    }
     out = out.transpose(0, 1).contiguous().view({tgt * bsz, d_});
     out = out_proj->forward(out);
     return out.view({tgt, bsz, out.size(1)}).transpose(1, 0);
@@ -242,17 +260,19 @@ struct Block : torch::nn::Module {
     if (p.peri_out) ln_mlp_out = register_module("ln_mlp_out", ln());
   }
 
-  Tensor forward(Tensor x, const Tensor& mask, bool training) const {
+  // hooks (or nullptr) applies to this block, layer number `layer`.
+  Tensor forward(Tensor x, const Tensor& mask, bool training, ForwardHooks* hooks = nullptr,
+                 int64_t layer = 0) const {
     auto drop = [&](const Tensor& t) {
       return dropout_ > 0.0 && training ? at::dropout(t, dropout_, true) : t;
     };
     if (p_.post) {
-      x = ln_attn->forward(x + drop(attn->forward(x, x, x, mask, dropout_, training)));
+      x = ln_attn->forward(x + drop(attn->forward(x, x, x, mask, dropout_, training, hooks, layer)));
       return ln_mlp->forward(x + drop(mlp->forward(x, dropout_, training)));
     }
     const Tensor xn = ln_attn ? ln_attn->forward(x) : Tensor();
     Tensor a = attn->forward(p_.attn_q ? xn : x, p_.attn_k ? xn : x, p_.attn_v ? xn : x, mask,
-                             dropout_, training);
+                             dropout_, training, hooks, layer);
     if (ln_attn_out) a = ln_attn_out->forward(a);
     x = x + drop(a);
     Tensor m = mlp->forward(ln_mlp ? ln_mlp->forward(x) : x, dropout_, training);
@@ -305,8 +325,9 @@ class Net {
   Net(const Net&) = delete;
   Net& operator=(const Net&) = delete;
 
-  // Returns h @ W_U (before α) for inputs [B, T], T <= seq_len; dropout only when training.
-  Tensor forward(const Tensor& inputs, bool training) const {
+  // Returns h @ W_U (before α) for inputs [B, T], T <= seq_len; dropout only
+  // when training; hooks (or nullptr) as ForwardHooks documents.
+  Tensor forward(const Tensor& inputs, bool training, ForwardHooks* hooks = nullptr) const {
     const int64_t T = inputs.size(1);
     Tensor h = at::embedding(embed_weight_, inputs, -1, false, false);
     if (c_.embed_scale == "sqrt_d")
@@ -316,7 +337,21 @@ class Net {
     Tensor mask;
     if (c_.causal)
       mask = torch::full({T, T}, -std::numeric_limits<double>::infinity(), h.options()).triu(1);
-    for (const auto& b : blocks_) h = b->forward(h, mask, training);
+    if (hooks == nullptr) {
+      for (const auto& b : blocks_) h = b->forward(h, mask, training);
+    } else {
+      if (hooks->attend.defined()) mask = hooked_mask(hooks->attend, mask, inputs.size(0), T, h.options());
+      if (hooks->head_gate.defined() &&
+          (hooks->head_gate.dim() != 2 || hooks->head_gate.size(0) != c_.depth ||
+           hooks->head_gate.size(1) != c_.heads))
+        throw std::invalid_argument("transformer: head_gate must be [" + std::to_string(c_.depth) + ", " +
+                                    std::to_string(c_.heads) + "], got " + c10::str(hooks->head_gate.sizes()));
+      if (hooks->record_hidden) hooks->hidden.push_back(h);
+      for (size_t l = 0; l < blocks_.size(); ++l) {
+        h = blocks_[l]->forward(h, mask, training, hooks, static_cast<int64_t>(l));
+        if (hooks->record_hidden) hooks->hidden.push_back(h);
+      }
+    }
     const Tensor w = c_.tied_readout ? embed_weight_.t() : readout_;
     if (c_.readout == "last") {
       Tensor last = h.select(1, -1);
@@ -325,6 +360,24 @@ class Net {
     }
     if (ln_final_) h = ln_final_->forward(h);
     return h.matmul(w);
+  }
+
+  // The additive [B·heads, T, T] mask of ForwardHooks::attend ([B, T] keys or
+  // [B, T, T] query × key, true = may attend) on top of the model's own.
+  Tensor hooked_mask(const Tensor& attend, const Tensor& own, int64_t B, int64_t T,
+                     const torch::TensorOptions& opts) const {
+    const bool keys = attend.dim() == 2 && attend.size(0) == B && attend.size(1) == T;
+    const bool pairs = attend.dim() == 3 && attend.size(0) == B && attend.size(1) == T && attend.size(2) == T;
+    if (attend.scalar_type() != torch::kBool || !(keys || pairs))
+      throw std::invalid_argument("transformer: ForwardHooks::attend must be bool [" + std::to_string(B) + ", " +
+                                  std::to_string(T) + "] or [B, T, T], got " +
+                                  std::string(c10::toString(attend.scalar_type())) + " " +
+                                  c10::str(attend.sizes()));
+    Tensor allowed = keys ? attend.unsqueeze(1).expand({B, T, T}) : attend;
+    Tensor m = torch::zeros({B, T, T}, opts).masked_fill(allowed.logical_not(),
+                                                         -std::numeric_limits<double>::infinity());
+    if (own.defined()) m = m + own;
+    return m.unsqueeze(1).expand({B, c_.heads, T, T}).reshape({B * c_.heads, T, T});
   }
 
   // Fills every parameter from torch's default generator, in the order the
@@ -442,12 +495,23 @@ class Transformer final : public Model {
     }
   }
 
-  Tensor forward(const Tensor& inputs) override {
+  Tensor forward(const Tensor& inputs) override { return run(inputs, nullptr); }
+
+  ModelInternals internals() const override {
+    return {c_.depth, c_.heads, c_.d_model, c_.d_model / c_.heads};
+  }
+
+  // The hooks apply to the trained network, not to the frozen initial copy
+  // of readout_center.
+  Tensor forward_hooked(const Tensor& inputs, ForwardHooks& hooks) override { return run(inputs, &hooks); }
+
+ private:
+  Tensor run(const Tensor& inputs, ForwardHooks* hooks) {
     const int64_t T = inputs.size(1);
     if (T > spec_.seq_len)
       throw std::invalid_argument("transformer: input length " + std::to_string(T) +
                                   " exceeds the task's seq_len " + std::to_string(spec_.seq_len));
-    Tensor logits = net_.forward(inputs, is_training());
+    Tensor logits = net_.forward(inputs, is_training(), hooks);
     if (init_) {
       Tensor at_init;
       {
@@ -460,7 +524,6 @@ class Transformer final : public Model {
     return logits;
   }
 
- private:
   Config c_;
   TaskSpec spec_;
   Net net_;

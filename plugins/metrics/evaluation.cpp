@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common.h"
 #include "groklab/components.h"
 #include "metrics.h"
 
@@ -16,22 +17,6 @@ namespace groklab::metrics {
 namespace {
 
 using torch::Tensor;
-
-// Puts a model in eval mode and no-grad for its lifetime, then restores the mode.
-class Evaluating {
- public:
-  explicit Evaluating(Model* m) : m_(m), was_training_(m->is_training()) { m_->eval(); }
-  ~Evaluating() {
-    if (was_training_) m_->train(true);
-  }
-  Evaluating(const Evaluating&) = delete;
-  Evaluating& operator=(const Evaluating&) = delete;
-
- private:
-  Model* m_;
-  bool was_training_;
-  torch::NoGradGuard no_grad_;
-};
 
 // A metric over whole splits, in batches; subclasses sum per batch.
 class SplitMetric : public Metric {
@@ -95,29 +80,7 @@ class Accuracy final : public SplitMetric {
 
  private:
   Tensor indices(const EvalContext& ctx, const std::string& split) override {
-    Tensor idx = ctx.task->scored(split).to(torch::kLong).contiguous();
-    const int64_t n = idx.numel();
-    if (max_examples_ <= 0 || n <= max_examples_) return idx;
-    // Partial Fisher-Yates with SplitMix64, seeded by the evaluation's seed and the split name.
-    uint64_t state = ctx.seed;
-    for (unsigned char c : split) state = (state ^ c) * 0x100000001b3ULL;
-    auto next = [&state] {
-      uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-      z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-      return z ^ (z >> 31);
-    };
-    std::vector<int64_t> all(idx.data_ptr<int64_t>(), idx.data_ptr<int64_t>() + n);
-    for (int64_t i = 0; i < max_examples_; ++i) {
-      const auto range = static_cast<uint64_t>(n - i);
-      const uint64_t limit = ~uint64_t{0} - (~uint64_t{0} % range);
-      uint64_t x = next();
-      while (x >= limit) x = next();
-      std::swap(all[static_cast<size_t>(i)], all[static_cast<size_t>(i) + static_cast<size_t>(x % range)]);
-    }
-    all.resize(static_cast<size_t>(max_examples_));
-    std::sort(all.begin(), all.end());
-    return torch::tensor(all, torch::kLong);
+    return sample_indices(ctx.task->scored(split), max_examples_, ctx.seed, split);
   }
 
   void evaluate_batch(const EvalContext& ctx, const std::string& split, const Tensor& idx, double& num,
@@ -167,18 +130,41 @@ class Loss final : public SplitMetric {
   }
 };
 
-// √(Σ θ²) over all parameters, in float64.
+// √(Σ θ²) over all parameters, in float64; per layer over the parameters
+// named `<layer_prefix><l>.…`; and Murty et al.'s comparison across depths,
+// the norm divided by the number of layers L (Model::internals().layers, or
+// the number of layers found by name).
 class WeightNorm final : public Metric {
  public:
-  explicit WeightNorm(const Params&) {}
+  explicit WeightNorm(const Params& p) : prefix_(p.get_string("layer_prefix")) {}
   std::map<std::string, double> evaluate(const EvalContext& ctx) override {
     if (ctx.model == nullptr) throw std::invalid_argument("weight_norm needs a model");
     torch::NoGradGuard no_grad;
     double sum = 0;
-    for (const auto& p : ctx.model->parameters())
-      sum += p.to(torch::kDouble).pow(2).sum().item<double>();
-    return {{"weight_norm", std::sqrt(sum)}};
+    std::map<int64_t, double> layers;
+    for (const auto& p : ctx.model->named_parameters(true)) {
+      const double sq = p.value().to(torch::kDouble).pow(2).sum().item<double>();
+      sum += sq;
+      if (const int64_t l = layer_of(p.key()); l >= 0) layers[l] += sq;
+    }
+    std::map<std::string, double> out{{"weight_norm", std::sqrt(sum)}};
+    const int64_t L = std::max<int64_t>(ctx.model->internals().layers, static_cast<int64_t>(layers.size()));
+    if (L > 0) out["weight_norm_per_layer"] = std::sqrt(sum) / static_cast<double>(L);
+    for (const auto& [l, sq] : layers) out["weight_norm_layer_" + std::to_string(l)] = std::sqrt(sq);
+    return out;
   }
+
+ private:
+  // The layer number in `<prefix><digits>.rest`, or -1.
+  int64_t layer_of(const std::string& name) const {
+    if (prefix_.empty() || name.compare(0, prefix_.size(), prefix_) != 0) return -1;
+    size_t i = prefix_.size(), j = i;
+    while (j < name.size() && name[j] >= '0' && name[j] <= '9') ++j;
+    if (j == i || j - i > 9 || j >= name.size() || name[j] != '.') return -1;
+    return std::stoll(name.substr(i, j - i));
+  }
+
+  std::string prefix_;
 };
 
 Schema split_schema(const char* what) {
@@ -200,7 +186,11 @@ void register_evaluation(Registrar& r) {
                [](const Params& p) { return std::make_shared<Accuracy>(p); });
   r.add_metric("loss", "mean float64 cross-entropy at scored positions: {\"<split>_loss\": v}",
                split_schema("the loss"), [](const Params& p) { return std::make_shared<Loss>(p); });
-  r.add_metric("weight_norm", "√(Σθ²) over all parameters: {\"weight_norm\": v}", Schema(),
+  r.add_metric("weight_norm",
+               "√(Σθ²) over all parameters (weight_norm), per layer (weight_norm_layer_<l>) and "
+               "divided by the number of layers L as Murty et al. (weight_norm_per_layer)",
+               Schema().string("layer_prefix", std::string("blocks."),
+                               "a layer's parameters are named <layer_prefix><l>.…; \"\": no per-layer norms"),
                [](const Params& p) { return std::make_shared<WeightNorm>(p); });
 }
 

@@ -8,4 +8,13 @@ namespace groklab::metrics {
 // Adds `accuracy`, `loss` and `weight_norm`.
 void register_evaluation(Registrar& r);
 
+// Adds `attention_sparsity` and `attention_entropy`.
+void register_attention(Registrar& r);
+
+// Adds `feature_compressibility` and `fourier_sparsity`.
+void register_spectral(Registrar& r);
+
+// Adds `grad_norm` and `update_norm`.
+void register_training(Registrar& r);
+
 }  // namespace groklab::metrics

@@ -65,6 +65,53 @@ class GROKLAB_API Task {
                                       const torch::Tensor& indices) const;
 };
 
+// The sizes a model's internals have in ForwardHooks; layers == 0 means the
+// model offers no hooks.
+struct ModelInternals {
+  int64_t layers = 0;   // attention layers (blocks)
+  int64_t heads = 0;    // attention heads per layer
+  int64_t d_model = 0;  // residual stream width
+  int64_t d_head = 0;   // width of one head's output (before the output projection)
+};
+
+// The hook interface through which metrics read and change a model's
+// internals in one forward pass (Model::forward_hooked). Inputs left
+// undefined change nothing; outputs are filled only when asked for. Shapes
+// use B examples of T positions, as in the pass's inputs.
+//
+//   ForwardHooks h;
+//   h.record_attention = true;
+//   model.forward_hooked(inputs, h);   // h.attention[l]: [B, heads, T, T]
+struct ForwardHooks {
+  // In, attention masking: bool [B, T] (the keys every query may attend to)
+  // or [B, T, T] (query, key). Applied in every layer on top of the model's
+  // own mask (causal); positions and everything else are unchanged. A query
+  // left with no key gets NaN: keep at least one key per query.
+  torch::Tensor attend;
+  // In, head ablation: float [layers, heads] gates g. Each head's output z
+  // (its attention-weighted values, before the output projection) becomes
+  // g·z + (1 − g)·head_fill. Autograd flows into g (hard-concrete gates).
+  torch::Tensor head_gate;
+  // In, with head_gate: what an ablated head outputs, broadcastable to
+  // [layers, heads, T, d_head] (e.g. per-position means over a split:
+  // mean ablation). Undefined: zeros (zero ablation).
+  torch::Tensor head_fill;
+
+  bool record_hidden = false;     // fill hidden
+  bool record_attention = false;  // fill attention
+  bool record_heads = false;      // fill heads
+
+  // Out: the residual stream [B, T, d_model]: hidden[0] after the embeddings
+  // (and positions), hidden[l] after block l; layers + 1 tensors. The last is
+  // what the readout reads (before a final LayerNorm, if any).
+  std::vector<torch::Tensor> hidden;
+  // Out: per layer, the attention probabilities [B, heads, T, T] (rows are
+  // queries; after the softmax, before dropout).
+  std::vector<torch::Tensor> attention;
+  // Out: per layer, each head's output [B, heads, T, d_head] before gating.
+  std::vector<torch::Tensor> heads;
+};
+
 // A trainable network. forward() maps inputs [B, T] to logits [B, L, C]
 // aligned with the last L positions of the targets (L = 1 reads out the last
 // position only).
@@ -72,6 +119,11 @@ class GROKLAB_API Model : public torch::nn::Module {
  public:
   ~Model() override;
   virtual torch::Tensor forward(const torch::Tensor& inputs) = 0;
+  // The sizes of its internals. Default: layers 0 (no hooks).
+  virtual ModelInternals internals() const;
+  // forward() with hooks: the same logits when the hooks change nothing.
+  // Default: throws std::logic_error (the model offers no hooks).
+  virtual torch::Tensor forward_hooked(const torch::Tensor& inputs, ForwardHooks& hooks);
 };
 
 // Builds models. Initialisation draws from torch's default generator, which
@@ -102,15 +154,24 @@ class GROKLAB_API Optimizer {
   std::vector<std::pair<std::string, torch::Tensor>> params_;
 };
 
-// What a metric sees at an evaluation.
+// What a metric sees at an evaluation. The trainer calls metrics in eval
+// mode without autograd, and restores torch's default generator afterwards:
+// a metric that samples draws from its own generator seeded with `seed`.
 struct EvalContext {
   Model* model = nullptr;
   const Task* task = nullptr;
   int64_t step = 0;
   uint64_t seed = 0;  // this evaluation's metric-sampling seed
+  // During training: this step's parameters before its update and the
+  // gradients of its training loss (before the optimizer's clipping or
+  // filtering), by parameter name. nullptr outside a training run.
+  const TensorMap* params_before = nullptr;
+  const TensorMap* gradients = nullptr;
 };
 
-// Measures a model; returns named scalar values for the series.
+// Measures a model; returns named scalar values for the series. Every
+// metric's schema also has `every` (added by Registrar::add_metric): its
+// evaluation cadence in steps, 0 = the run's eval_every.
 class GROKLAB_API Metric {
  public:
   virtual ~Metric();

@@ -70,6 +70,8 @@ class GROKLAB_API Registrar {
 
   // Each throws std::invalid_argument on an empty or malformed name, a kind the
   // descriptor did not declare, a null factory, or a name added twice.
+  // add_metric appends the parameter `every` (the metric's cadence in steps,
+  // 0 = run.eval_every) to the schema; a schema that declares it is refused.
   void add_task(std::string name, std::string description, Schema schema, TaskFactory f);
   void add_architecture(std::string name, std::string description, Schema schema,
                         ArchitectureFactory f);

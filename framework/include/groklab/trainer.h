@@ -52,7 +52,9 @@ struct Checkpoint {
 class GROKLAB_API TrainObserver {
  public:
   virtual ~TrainObserver();
-  // After each evaluation (every eval_every steps and at the last step).
+  // After each evaluation: at every step where some metric's cadence (its
+  // `every`, default run.eval_every) falls, and at the last step; values
+  // holds what the metrics that ran at this step report.
   virtual void on_eval(int64_t step, const std::map<std::string, double>& values) = 0;
   // After each checkpoint (every checkpoint_every steps and at the last step).
   virtual void on_checkpoint(const Checkpoint& ckpt) = 0;

@@ -1,0 +1,70 @@
+#include "common.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <vector>
+
+namespace groklab::metrics {
+
+torch::Tensor sample_indices(const torch::Tensor& idx_in, int64_t count, uint64_t seed, const std::string& salt) {
+  torch::Tensor idx = idx_in.to(torch::kLong).contiguous();
+  const int64_t n = idx.numel();
+  if (count <= 0 || n <= count) return idx;
+  uint64_t state = seed;
+  for (unsigned char c : salt) state = (state ^ c) * 0x100000001b3ULL;
+  auto next = [&state] {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  };
+  std::vector<int64_t> all(idx.data_ptr<int64_t>(), idx.data_ptr<int64_t>() + n);
+  for (int64_t i = 0; i < count; ++i) {
+    const auto range = static_cast<uint64_t>(n - i);
+    const uint64_t limit = ~uint64_t{0} - (~uint64_t{0} % range);
+    uint64_t x = next();
+    while (x >= limit) x = next();
+    std::swap(all[static_cast<size_t>(i)], all[static_cast<size_t>(i) + static_cast<size_t>(x % range)]);
+  }
+  all.resize(static_cast<size_t>(count));
+  std::sort(all.begin(), all.end());
+  return torch::tensor(all, torch::kLong);
+}
+
+std::string split_or_train(const Task& task, const std::string& split) {
+  if (!split.empty()) return split;
+  const auto splits = task.splits();
+  if (splits.empty()) throw std::invalid_argument("the task has no splits");
+  return splits.front();
+}
+
+ModelInternals require_hooks(const Model& model, const std::string& metric) {
+  const ModelInternals in = model.internals();
+  if (in.layers < 1)
+    throw std::invalid_argument(metric + " needs a model with forward hooks (Model::internals() "
+                                         "reports no layers)");
+  return in;
+}
+
+torch::Tensor example_lengths(const Batch& b) {
+  const int64_t T = b.targets.size(1);
+  const torch::Tensor pos = torch::arange(1, T + 1, torch::kLong).expand({b.targets.size(0), T});
+  return pos.masked_fill(b.targets.lt(0), 0).amax(1);
+}
+
+torch::Tensor entropy(const torch::Tensor& p) {
+  const torch::Tensor q = p.to(torch::kDouble);
+  return -(q * torch::log(q)).nan_to_num(0.0, 0.0, 0.0).sum(-1);
+}
+
+void for_each_batch(const EvalContext& ctx, const std::string& split, int64_t max_examples,
+                    int64_t batch_size, const std::function<void(const Batch&)>& f) {
+  const torch::Tensor idx =
+      sample_indices(torch::arange(ctx.task->size(split), torch::kLong), max_examples, ctx.seed, split);
+  const int64_t n = idx.numel();
+  const int64_t bs = batch_size > 0 ? batch_size : std::max<int64_t>(n, 1);
+  for (int64_t start = 0; start < n; start += bs)
+    f(ctx.task->batch(split, idx.narrow(0, start, std::min(bs, n - start))));
+}
+
+}  // namespace groklab::metrics
