@@ -31,6 +31,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "groklab/audit.h"
 #include "groklab/log.h"
 #include "groklab/manifest.h"
 #include "groklab/sweep.h"
@@ -414,7 +415,14 @@ void run_one_child(const SweepArgs& a) {
   Composer composer(host.registry());
   auto ledger = ledger::Ledger::open(ledger_dir(a.ledger));
   install_interrupt_handlers();
-  Progress progress("child " + std::to_string(a.child), 0);
+  int64_t steps = 0;  // for the progress display
+  for (const auto& c : sweep::load(ledger, a.sweep).children)
+    if (c.index == a.child) {
+      const auto config = audit::flatten_config(ledger.objects().get(c.config_object));
+      if (auto it = config.find("run.steps"); it != config.end() && it->second.is_number_integer())
+        steps = it->second.get<int64_t>();
+    }
+  Progress progress("child " + std::to_string(a.child), steps);
   RunOutcome o = sweep::run_child(ledger, host, composer, a.sweep, a.child, &progress);
   progress.finish();
   print_outcome(o);

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <string>
 #include <thread>
@@ -305,4 +306,65 @@ TEST_CASE("a Slurm job array sweep lands in the ledger with the local sweep's ha
   auto local = ledger::Ledger::open(local_dir);
   CHECK(results(ledger, frozen[0]) == results(local, sweeps(local)[0]));
   CHECK(fs::exists(fs::path(slurm_dir) / "sweeps" / frozen[0].id.substr(0, 12) / "sweep.sbatch"));
+}
+
+// Hidden ([.]): run by the slurm_sweep CTest entry (see above).
+TEST_CASE("a requeued Slurm array task resumes its child to the bits of an uninterrupted run",
+          "[.][slurm_cluster]") {
+  TempDir dir("sweep-slurm-requeue");
+  // One child long enough (~10 s) to be requeued mid-run.
+  std::string text = kSweep;
+  text = text.substr(0, text.find("[sweep]"));
+  text.replace(text.find("steps = 30"), 10, "steps = 100000");
+  text.replace(text.find("checkpoint_every = 10"), 21, "checkpoint_every = 2000");
+  text.replace(text.find("eval_every = 5"), 14, "eval_every = 2000");
+  const std::string manifest = write_manifest(dir.path, text);
+  const std::string slurm_dir = (dir.path / "slurm").string();
+  auto r = run_groklab("-q sweep " + manifest + " architecture.width=64 --slurm --ledger " + slurm_dir, kEnv);
+  INFO(r.out);
+  REQUIRE(r.status == 0);
+  auto ledger = ledger::Ledger::open(slurm_dir);
+  const sweep::Frozen frozen = sweeps(ledger).at(0);
+  std::string job;
+  for (const auto& e : ledger.entries())
+    if (e.json.value("kind", std::string()) == "sweep_submission") job = e.json.at("job_id").get<std::string>();
+  REQUIRE(!job.empty());
+
+  auto wait_until = [&](const std::function<bool(const sweep::ChildState&)>& done) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (done(sweep::status(ledger, frozen).at(0))) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  };
+  // Once its first checkpoint is in the ledger, requeue the task: Slurm stops
+  // it (SIGTERM: the run records "interrupted") and queues it again; release
+  // it at once instead of after Slurm's requeue delay.
+  REQUIRE(wait_until([&](const sweep::ChildState& s) {
+    return !s.run_id.empty() && !load_run(ledger, s.run_id).checkpoints.empty();
+  }));
+  auto q = test::run_shell("scontrol requeue " + job + "_0");
+  INFO(q.out);
+  REQUIRE(q.status == 0);
+  REQUIRE(wait_until([](const sweep::ChildState& s) { return s.status == "interrupted"; }));
+  for (int i = 0; i < 600 && test::run_shell("squeue -h -r -j " + job + " -o %T").out.find("PENDING") ==
+                                 std::string::npos;
+       ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  q = test::run_shell("scontrol update jobid=" + job + "_0 StartTime=now");
+  REQUIRE(q.status == 0);
+  REQUIRE(wait_until([](const sweep::ChildState& s) { return s.status == "finished" || s.status == "failed"; }));
+
+  const sweep::ChildState s = sweep::status(ledger, frozen).at(0);
+  CHECK(s.status == "finished");
+  CHECK(s.step == 100000);
+  RunRecord rec = load_run(ledger, s.run_id);
+  CHECK(rec.resumes.size() == 1);
+  Composer composer(test_host().registry());
+  auto solo_ledger = ledger::Ledger::create((dir.path / "solo").string());
+  RunOutcome solo = run_recorded(composer.expand(manifest, {"architecture.width=64"}).at(0).config, test_host(),
+                                 solo_ledger, {});
+  CHECK(rec.result->json.at("params_hash").get<std::string>() == solo.params_hash);
+  CHECK(ledger.verify().ok);
 }
