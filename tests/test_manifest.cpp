@@ -167,7 +167,8 @@ std::optional<Value> perturb(const ParamSpec& spec) {
     case ParamType::Bool: candidates = {Value(!d.as_bool())}; break;
     case ParamType::String:
       for (const auto& c : spec.choices) candidates.push_back(c);
-      candidates.emplace_back(d.as_string() + "x");
+      // run.device: the composer accepts only cpu, cuda and cuda:N.
+      candidates.emplace_back(spec.name == "device" ? std::string("cuda:1") : d.as_string() + "x");
       break;
     case ParamType::List: {
       Value::List more = d.as_list(), fewer = d.as_list();

@@ -139,7 +139,7 @@ TEST_CASE("parameter errors say what was expected", "[manifest][errors]") {
     CHECK(errors_of(kParts + "[run]\nthreads = 0\nsteps = 0\ndevice = \"tpu\"\nseed = -1\n") ==
           "bad.toml:8:11: run.threads: expected a value of type int in [1, 256], got 0\n"
           "bad.toml:9:9: run.steps: expected a value of type int in [1, inf], got 0\n"
-          "bad.toml:10:10: run.device: expected one of \"cpu\", \"cuda\", got \"tpu\"\n"
+          "bad.toml:10:10: run.device: expected \"cpu\", \"cuda\" or \"cuda:N\" (N a device index), got \"tpu\"\n"
           "bad.toml:11:8: run.seed: expected a value of type int in [0, inf], got -1");
   }
   SECTION("values no parameter can hold") {

@@ -16,7 +16,7 @@ Metric::~Metric() = default;
 
 torch::Tensor Task::correct(const torch::Tensor& logits, const Batch& batch) const {
   const int64_t L = logits.size(1);
-  auto targets = batch.targets.narrow(1, batch.targets.size(1) - L, L);
+  auto targets = batch.targets.narrow(1, batch.targets.size(1) - L, L).to(logits.device());
   auto scored = targets.ge(0);
   auto right = logits.argmax(-1).eq(targets).logical_or(scored.logical_not());
   return right.all(1);

@@ -820,6 +820,13 @@ std::optional<ComponentConfig> Context::component(Kind kind, const Section* sec,
   return c;
 }
 
+// "cpu", "cuda" or "cuda:N".
+bool valid_device(const std::string& d) {
+  if (d == "cpu" || d == "cuda") return true;
+  if (d.rfind("cuda:", 0) != 0 || d.size() == 5 || d.size() > 8) return false;
+  return std::all_of(d.begin() + 5, d.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
 ResolvedConfig Context::resolve(const Layer& layer) {
   ResolvedConfig cfg;
   auto table = [&](const char* name) -> const Section* {
@@ -849,6 +856,16 @@ ResolvedConfig Context::resolve(const Layer& layer) {
     cfg.run.stop_metric = rp.get_string("stop_metric");
     cfg.run.stop_threshold = rp.get_float("stop_threshold");
     cfg.run.loss_dtype = rp.get_string("loss_dtype");
+  }
+  if (rp.has("device") && !valid_device(rp.get_string("device"))) {
+    const Item* item = nullptr;
+    if (run) {
+      auto it = run->items.find("device");
+      if (it != run->items.end()) item = &it->second;
+    }
+    error(item ? item->loc : main_loc_, "run.device",
+          std::string("expected \"cpu\", \"cuda\" or \"cuda:N\" (N a device index), got ") +
+              groklab::quoted(rp.get_string("device")));
   }
   return cfg;
 }

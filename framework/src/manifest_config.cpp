@@ -141,7 +141,8 @@ const Schema& run_schema() {
           .min(0)
           .integer("threads", 1, "intra-op threads")
           .range(1, 256)
-          .choice("device", "cpu", {"cpu", "cuda"}, "where to train")
+          .string("device", std::string("cpu"), "where to train: \"cpu\", \"cuda\" (CUDA device 0) or "
+                  "\"cuda:N\"; CUDA needs groklab built against a CUDA-enabled LibTorch")
           .choice("seed_streams", "derived", {"derived", "shared"},
                   "derived: each random stream (init, split, order, dropout, metric) is "
                   "XXH3-64(seed, purpose); shared: every stream is the seed itself")

@@ -6,12 +6,16 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <set>
 #include <sstream>
 #include <stdexcept>
 
+#include <ATen/Context.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <torch/version.h>
 
 #include "groklab/environment.h"
@@ -194,19 +198,55 @@ RunOutcome train_and_record(const ResolvedConfig& config, const PluginHost& host
 
 }  // namespace
 
-json environment(const PluginHost& host, int64_t threads) {
+namespace {
+
+// What decides a CUDA run's bits besides the CPU side: the device, driver,
+// CUDA runtime, cuDNN, and the determinism settings the trainer applies.
+json cuda_info(const std::string& device) {
+  const auto& hooks = at::detail::getCUDAHooks();
+  json j = {{"device", device}, {"built_with_cuda", hooks.hasCUDART()}};
+  if (!hooks.hasCUDART()) return j;
+  j["runtime"] = hooks.versionCUDART();
+  j["cudnn"] = hooks.hasCuDNN() ? json(hooks.versionCuDNN()) : json(nullptr);
+  j["gpus_visible"] = hooks.getNumGPUs();
+  const char* ws = std::getenv("CUBLAS_WORKSPACE_CONFIG");
+  j["CUBLAS_WORKSPACE_CONFIG"] = ws != nullptr ? ws : "";
+  j["deterministic_algorithms"] = at::globalContext().deterministicAlgorithms();
+  j["cudnn_deterministic"] = at::globalContext().deterministicCuDNN();
+  // GPU model and driver: nvidia-smi is what every CUDA machine has (the
+  // CUDA driver API is not in LibTorch's public headers).
+  std::string out;
+  if (FILE* p = ::popen("nvidia-smi --query-gpu=index,name,driver_version --format=csv,noheader 2>/dev/null", "r")) {
+    char buf[512];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    ::pclose(p);
+  }
+  json gpus = json::array();
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);)
+    if (!line.empty()) gpus.push_back(line);
+  j["gpus"] = gpus;
+  return j;
+}
+
+}  // namespace
+
+json environment(const PluginHost& host, int64_t threads, const std::string& device) {
   json plugins = json::object();
   for (const auto& lib : host.libraries())
     plugins[lib->name] = {{"version", lib->version}, {"hash", lib->hash}};
   BlasInfo blas = detect_blas();
-  return {{"host", {{"hash", self_hash()}, {"version", GROKLAB_VERSION_STRING}}},
-          {"plugins", plugins},
-          {"torch", TORCH_VERSION},
-          {"blas", {{"vendor", blas.vendor}, {"version", blas.version}, {"core", blas.core}}},
-          {"threads", threads},
-          {"cpu", cpu_info()},
-          {"compiler", GROKLAB_COMPILER_TAG},
-          {"os", os_info()}};
+  json env = {{"host", {{"hash", self_hash()}, {"version", GROKLAB_VERSION_STRING}}},
+              {"plugins", plugins},
+              {"torch", TORCH_VERSION},
+              {"blas", {{"vendor", blas.vendor}, {"version", blas.version}, {"core", blas.core}}},
+              {"threads", threads},
+              {"cpu", cpu_info()},
+              {"compiler", GROKLAB_COMPILER_TAG},
+              {"os", os_info()}};
+  if (device.rfind("cuda", 0) == 0) env["cuda"] = cuda_info(device);  // CPU runs keep their old fingerprint
+  return env;
 }
 
 std::vector<std::string> environment_diff(const json& recorded, const json& now) {
@@ -310,7 +350,7 @@ RunOutcome run_recorded(const ResolvedConfig& config, const PluginHost& host, le
                   {"architecture", config.architecture.plugin},
                   {"optimizer", config.optimizer.plugin}}},
                 {"seeds", seeds_json(seeds, config.run.seed_streams)},
-                {"environment", environment(host, config.run.threads)},
+                {"environment", environment(host, config.run.threads, config.run.device)},
                 {"plugins", plugins},
                 {"host_path", self_path()},
                 {"manifest", provenance.manifest},
@@ -358,7 +398,7 @@ RunOutcome resume_recorded(const std::string& run, const PluginHost& host, const
                  {"time", ledger::utc_timestamp()},
                  {"from_step", from},
                  {"previous_status", status},
-                 {"environment", environment(host, config.run.threads)}});
+                 {"environment", environment(host, config.run.threads, config.run.device)}});
   return train_and_record(config, host, ledger, rec.start.id, recorder, plan);
 }
 
@@ -481,7 +521,7 @@ ReplayReport replay_recorded(const std::string& run, const PluginHost& host, con
   ReplayReport report;
   report.run_id = rec.start.id;
   report.mode = spot_check > 0 ? "spot-check" : "full";
-  json env_now = environment(host, config.run.threads);
+  json env_now = environment(host, config.run.threads, config.run.device);
   const json& env_then = rec.start.json.at("environment");
   report.env_diff = environment_diff(env_then, env_now);
   for (const auto& d : report.env_diff)

@@ -61,6 +61,54 @@ torch::Generator& default_generator() {
   return g;
 }
 
+// A generator's state, read or written under its lock.
+torch::Tensor generator_state(at::Generator g) {
+  std::lock_guard<std::mutex> lock(g.mutex());
+  return g.get_state();
+}
+void set_generator_state(at::Generator g, const torch::Tensor& state) {
+  std::lock_guard<std::mutex> lock(g.mutex());
+  g.set_state(state);
+}
+
+// The default generator of a CUDA device (dropout draws from it there).
+at::Generator cuda_generator(const torch::Device& d) {
+  return at::globalContext().defaultGenerator(d);
+}
+
+TensorMap to_device(TensorMap m, const torch::Device& d) {
+  for (auto& [k, v] : m) v = v.to(d);
+  return m;
+}
+
+// The device a run trains on; a clear error when this build or machine has none.
+torch::Device training_device(const std::string& name) {
+  if (name == "cpu") return torch::Device(torch::kCPU);
+  const auto& cuda = at::detail::getCUDAHooks();
+  const std::string what = "run.device = \"" + name + "\": ";
+  if (!cuda.hasCUDART())
+    throw std::runtime_error(what + "this groklab is built against a LibTorch without CUDA; rebuild it against "
+                             "a CUDA-enabled LibTorch (docs/cuda.md) or train with run.device = \"cpu\"");
+  torch::Device d(name);
+  const int n = cuda.getNumGPUs();
+  if (n == 0)
+    throw std::runtime_error(what + "no CUDA GPU is visible to this process (check the driver, nvidia-smi and "
+                             "CUDA_VISIBLE_DEVICES)");
+  if (d.has_index() && d.index() >= n)
+    throw std::runtime_error(what + "this machine has " + std::to_string(n) + " visible CUDA GPU" +
+                             (n == 1 ? "" : "s") + " (cuda:0 … cuda:" + std::to_string(n - 1) + ")");
+  return d.has_index() ? d : torch::Device(torch::kCUDA, 0);
+}
+
+void make_cuda_deterministic() {
+  // cuBLAS is deterministic only with a fixed workspace (NVIDIA's cuBLAS docs);
+  // the variable must be set before the first cuBLAS handle is made.
+  ::setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+  at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
+  at::globalContext().setDeterministicCuDNN(true);
+  at::globalContext().setBenchmarkCuDNN(false);
+}
+
 }  // namespace
 
 Seeds derive_seeds(uint64_t root, const std::string& policy) {
@@ -101,6 +149,7 @@ struct Trainer::Impl {
   std::shared_ptr<Optimizer> optimizer;
   std::vector<std::shared_ptr<Metric>> metrics;
   std::string train_split;
+  torch::Device device = torch::Device(torch::kCPU);  // where the model and batches live
   torch::Generator order_gen;
   torch::Tensor perm;  // current epoch's order (minibatches only)
   int64_t cursor = 0;  // next position in perm
@@ -121,7 +170,7 @@ struct Trainer::Impl {
     const int64_t n = task->size(train_split);
     const int64_t bs = cfg.run.batch_size;
     if (bs == 0 || bs >= n) {
-      if (!full_batch.inputs.defined()) full_batch = task->batch(train_split, torch::arange(n));
+      if (!full_batch.inputs.defined()) full_batch = on_device(task->batch(train_split, torch::arange(n)));
       return full_batch;
     }
     if (!perm.defined() || cursor + bs > n) {
@@ -130,7 +179,25 @@ struct Trainer::Impl {
     }
     auto idx = perm.narrow(0, cursor, bs);
     cursor += bs;
-    return task->batch(train_split, idx);
+    return on_device(task->batch(train_split, idx));
+  }
+
+  // Tasks make batches on the CPU (their order stream is a CPU generator).
+  Batch on_device(Batch b) const {
+    if (device.is_cpu()) return b;
+    return {b.inputs.to(device), b.targets.to(device)};
+  }
+
+  // The generator states a run's bits depend on: torch's default (CPU) one
+  // and, when training on CUDA, the device's (dropout draws from it there).
+  std::vector<std::pair<std::string, torch::Tensor>> rng_states() const {
+    std::vector<std::pair<std::string, torch::Tensor>> out = {{"torch_default", generator_state(default_generator())}};
+    if (device.is_cuda()) out.emplace_back("cuda_default", generator_state(cuda_generator(device)));
+    return out;
+  }
+  void set_rng_states(const std::vector<std::pair<std::string, torch::Tensor>>& states) {
+    for (const auto& [name, state] : states)
+      set_generator_state(name == "cuda_default" ? cuda_generator(device) : default_generator(), state);
   }
 
   // Whether metric i evaluates at this step (its cadence, or the last step).
@@ -154,11 +221,7 @@ struct Trainer::Impl {
     std::map<std::string, double> out;
     torch::NoGradGuard no_grad;
     model->eval();
-    torch::Tensor rng_state;
-    {
-      std::lock_guard<std::mutex> lock(default_generator().mutex());
-      rng_state = default_generator().get_state();
-    }
+    const auto rng = rng_states();
     all_ran = true;
     for (size_t i = 0; i < metrics.size(); ++i) {
       if (!metric_due(i, last_step)) {
@@ -180,10 +243,7 @@ struct Trainer::Impl {
                                    ") reports '" + k + "', which an earlier metric already reported");
       }
     }
-    {
-      std::lock_guard<std::mutex> lock(default_generator().mutex());
-      default_generator().set_state(rng_state);
-    }
+    set_rng_states(rng);
     model->train();
     return out;
   }
@@ -212,10 +272,7 @@ struct Trainer::Impl {
     c.params_hash = all.hex();
 
     c10::impl::GenericDict rng(c10::StringType::get(), c10::TensorType::get());
-    {
-      std::lock_guard<std::mutex> lock(default_generator().mutex());
-      rng.insert("torch_default", default_generator().get_state());
-    }
+    for (const auto& [name, gen_state] : rng_states()) rng.insert(name, gen_state);
     rng.insert("order", order_gen.get_state());
     c10::impl::GenericDict data(c10::StringType::get(), c10::AnyType::get());
     data.insert("perm", perm.defined() ? perm : torch::empty({0}, torch::kLong));
@@ -246,12 +303,15 @@ struct Trainer::Impl {
         t.copy_(it->second);
       }
     }
-    optimizer->load_state(from_dict(d.at("optimizer")));
+    optimizer->load_state(to_device(from_dict(d.at("optimizer")), device));
     auto rng = d.at("rng").toGenericDict();
-    {
-      std::lock_guard<std::mutex> lock(default_generator().mutex());
-      default_generator().set_state(rng.at("torch_default").toTensor());
+    std::vector<std::pair<std::string, torch::Tensor>> states = {{"torch_default", rng.at("torch_default").toTensor()}};
+    if (device.is_cuda()) {
+      if (!rng.contains("cuda_default"))
+        throw std::runtime_error("checkpoint has no CUDA generator state: it was not written by a CUDA run");
+      states.emplace_back("cuda_default", rng.at("cuda_default").toTensor());
     }
+    set_rng_states(states);
     order_gen.set_state(rng.at("order").toTensor());
     auto data = d.at("data").toGenericDict();
     auto p = data.at("perm").toTensor();
@@ -265,8 +325,8 @@ Trainer::Trainer(const ResolvedConfig& config, const Registry& registry) : impl_
   m.cfg = config;
   m.seeds = derive_seeds(config.run.seed, config.run.seed_streams);
   set_threads(config.run.threads);
-  if (config.run.device != "cpu")
-    throw std::runtime_error("run.device = \"" + config.run.device + "\" is not supported by this build");
+  m.device = training_device(config.run.device);
+  if (m.device.is_cuda()) make_cuda_deterministic();
 
   auto find = [&](Kind kind, const std::string& name) {
     const Component* c = registry.find(kind, name);
@@ -310,6 +370,9 @@ Trainer::Trainer(const ResolvedConfig& config, const Registry& registry) : impl_
   torch::manual_seed(m.seeds.init);
   m.model = guarded("architecture " + config.architecture.plugin,
                     [&] { return arch->build(m.task->spec()); });
+  // Initialised on the CPU from the init stream, so the initial bits do not
+  // depend on the device; then moved.
+  if (!m.device.is_cpu()) m.model->to(m.device);
   std::vector<std::pair<std::string, torch::Tensor>> params;
   for (const auto& p : m.model->named_parameters(true)) params.emplace_back(p.key(), p.value());
   m.optimizer->attach(params);

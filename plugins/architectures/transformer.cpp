@@ -327,6 +327,9 @@ class Net {
 
   // Returns h @ W_U (before α) for inputs [B, T], T <= seq_len; dropout only
   // when training; hooks (or nullptr) as ForwardHooks documents.
+  // Where its parameters live.
+  torch::Device device() const { return embed_weight_.device(); }
+
   Tensor forward(const Tensor& inputs, bool training, ForwardHooks* hooks = nullptr) const {
     const int64_t T = inputs.size(1);
     Tensor h = at::embedding(embed_weight_, inputs, -1, false, false);
@@ -511,6 +514,10 @@ class Transformer final : public Model {
     if (T > spec_.seq_len)
       throw std::invalid_argument("transformer: input length " + std::to_string(T) +
                                   " exceeds the task's seq_len " + std::to_string(spec_.seq_len));
+    // Inputs may come from the task on the CPU (metrics) while the model
+    // lives on a GPU: everything a caller gets back is on the inputs' device.
+    const torch::Device home = inputs.device(), dev = net_.device();
+    if (home != dev) return across_devices(inputs, hooks, home, dev);
     Tensor logits = net_.forward(inputs, is_training(), hooks);
     if (init_) {
       Tensor at_init;
@@ -521,6 +528,24 @@ class Transformer final : public Model {
       logits = logits - at_init;
     }
     if (c_.readout_scale != 1.0) logits = at::mul(logits, py_scalar(c_.readout_scale));
+    return logits;
+  }
+
+  // run() for inputs on another device than the model: moves the inputs and
+  // the hooks' in-tensors to the model, and the logits and recorded tensors back.
+  Tensor across_devices(const Tensor& inputs, ForwardHooks* hooks, torch::Device home, torch::Device dev) {
+    auto to = [](const Tensor& t, torch::Device d) { return t.defined() ? t.to(d) : t; };
+    if (hooks == nullptr) return run(inputs.to(dev), nullptr).to(home);
+    ForwardHooks there = *hooks;
+    there.attend = to(hooks->attend, dev);
+    there.head_gate = to(hooks->head_gate, dev);
+    there.head_fill = to(hooks->head_fill, dev);
+    Tensor logits = run(inputs.to(dev), &there).to(home);
+    for (auto [out, from] : {std::pair(&hooks->hidden, &there.hidden), std::pair(&hooks->attention, &there.attention),
+                             std::pair(&hooks->heads, &there.heads)}) {
+      out->clear();
+      for (const Tensor& t : *from) out->push_back(t.to(home));
+    }
     return logits;
   }
 

@@ -82,6 +82,8 @@ struct ModelInternals {
 //   ForwardHooks h;
 //   h.record_attention = true;
 //   model.forward_hooked(inputs, h);   // h.attention[l]: [B, heads, T, T]
+// Tensors in ForwardHooks are on the device of the inputs passed to
+// forward_hooked(), whatever device the model lives on.
 struct ForwardHooks {
   // In, attention masking: bool [B, T] (the keys every query may attend to)
   // or [B, T, T] (query, key). Applied in every layer on top of the model's
@@ -114,7 +116,8 @@ struct ForwardHooks {
 
 // A trainable network. forward() maps inputs [B, T] to logits [B, L, C]
 // aligned with the last L positions of the targets (L = 1 reads out the last
-// position only).
+// position only). The logits are on the device of the inputs, wherever the
+// model lives (a model moved to a GPU still takes the task's CPU batches).
 class GROKLAB_API Model : public torch::nn::Module {
  public:
   ~Model() override;

@@ -27,8 +27,11 @@
 namespace groklab {
 
 // The facts a run's bits depend on: host binary and plugin hashes, LibTorch,
-// BLAS (and OpenBLAS core), threads, CPU model and ISA flags, compiler, OS.
-GROKLAB_API nlohmann::json environment(const PluginHost& host, int64_t threads);
+// BLAS (and OpenBLAS core), threads, CPU model and ISA flags, compiler, OS;
+// for a CUDA device also the GPU model, driver, CUDA and cuDNN versions and
+// the determinism settings (use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG).
+GROKLAB_API nlohmann::json environment(const PluginHost& host, int64_t threads,
+                                       const std::string& device = "cpu");
 
 // Returns "key.path: recorded → now" for every field that differs.
 GROKLAB_API std::vector<std::string> environment_diff(const nlohmann::json& recorded,
