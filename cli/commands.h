@@ -13,6 +13,7 @@ void add_run_command(CLI::App& app);
 void add_data_command(CLI::App& app);  // cmd_data.cpp: generate / check McCoy task data
 void add_report_command(CLI::App& app);  // cmd_report.cpp: the HTML report of runs
 void add_sweep_command(CLI::App& app);   // cmd_sweep.cpp: local and Slurm sweeps
+void add_bench_command(CLI::App& app);   // cmd_bench.cpp: training throughput vs the peers
 
 // Thrown by a command to exit with a message and status, without a stack of
 // logs: main prints "groklab: <what>" and returns code.

@@ -50,6 +50,7 @@ int main(int argc, char** argv) {
   groklab::cli::add_data_command(app);
   groklab::cli::add_report_command(app);
   groklab::cli::add_sweep_command(app);
+  groklab::cli::add_bench_command(app);
 
   try {
     app.parse(argc, argv);

@@ -6,4 +6,5 @@ GROKLAB_PLUGIN(groklab_tasks, "0.1.0", GROKLAB_KIND_TASK, registrar) {
   groklab::tasks::register_modular_arithmetic(registrar);
   groklab::tasks::register_mccoy(registrar);
   groklab::tasks::register_dyck(registrar);
+  groklab::tasks::register_random_tokens(registrar);
 }
