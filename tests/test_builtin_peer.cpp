@@ -100,7 +100,8 @@ TEST_CASE("the default experiment is bit-identical to the Python peer", "[peer]"
 
   // Initial parameters: the trainer seeds the default generator before build().
   auto arch = builtins().find(Kind::Architecture, "transformer")
-                  ->make_architecture(params_for(Kind::Architecture, "transformer", {{"ln_eps", 0.0}}));
+                  ->make_architecture(params_for(Kind::Architecture, "transformer",
+                                                    {{"ln_eps", 0.0}, {"last_block_at_readout", false}}));
   torch::manual_seed(0);
   auto model = arch->build(task->spec());
   {

@@ -128,6 +128,7 @@ struct Config {
   std::string init;
   double readout_scale;
   bool readout_center;
+  bool last_block_at_readout;  // readout = last: the last block only at the last position
 };
 
 // Registers t in m as a parameter, or as a buffer when frozen (the initial copy).
@@ -280,6 +281,31 @@ struct Block : torch::nn::Module {
     return x + drop(m);
   }
 
+  // forward() at the last position only, [B, T, d] -> [B, 1, d]: what a
+  // readout from the last position needs of the last block. Keys and values
+  // still come from every position; queries, the output projection, the MLP
+  // and the LayerNorms after attention run on one position instead of T.
+  // mask_row: the last row of the additive mask ([1, T]), or undefined.
+  Tensor forward_last(const Tensor& x, const Tensor& mask_row, bool training) const {
+    auto drop = [&](const Tensor& t) {
+      return dropout_ > 0.0 && training ? at::dropout(t, dropout_, true) : t;
+    };
+    const int64_t T = x.size(1);
+    Tensor xl = x.narrow(1, T - 1, 1);
+    if (p_.post) {
+      xl = ln_attn->forward(xl + drop(attn->forward(xl, x, x, mask_row, dropout_, training)));
+      return ln_mlp->forward(xl + drop(mlp->forward(xl, dropout_, training)));
+    }
+    const Tensor xn = ln_attn ? ln_attn->forward(x) : Tensor();
+    Tensor a = attn->forward(p_.attn_q ? xn.narrow(1, T - 1, 1) : xl, p_.attn_k ? xn : x, p_.attn_v ? xn : x,
+                             mask_row, dropout_, training);
+    if (ln_attn_out) a = ln_attn_out->forward(a);
+    xl = xl + drop(a);
+    Tensor m = mlp->forward(ln_mlp ? ln_mlp->forward(xl) : xl, dropout_, training);
+    if (ln_mlp_out) m = ln_mlp_out->forward(m);
+    return xl + drop(m);
+  }
+
   std::shared_ptr<Attention> attn;
   std::shared_ptr<LayerNorm> ln_attn, ln_attn_out, ln_mlp, ln_mlp_out;
   std::shared_ptr<Mlp> mlp;
@@ -340,7 +366,11 @@ class Net {
     Tensor mask;
     if (c_.causal)
       mask = torch::full({T, T}, -std::numeric_limits<double>::infinity(), h.options()).triu(1);
-    if (hooks == nullptr) {
+    if (hooks == nullptr && c_.readout == "last" && c_.last_block_at_readout && !blocks_.empty()) {
+      // Only the last position is read out: the last block runs there alone.
+      for (size_t l = 0; l + 1 < blocks_.size(); ++l) h = blocks_[l]->forward(h, mask, training);
+      h = blocks_.back()->forward_last(h, mask.defined() ? mask.narrow(0, T - 1, 1) : mask, training);
+    } else if (hooks == nullptr) {
       for (const auto& b : blocks_) h = b->forward(h, mask, training);
     } else {
       if (hooks->attend.defined()) mask = hooked_mask(hooks->attend, mask, inputs.size(0), T, h.options());
@@ -576,6 +606,7 @@ class TransformerArchitecture final : public Architecture {
     c_.init = p.get_string("init");
     c_.readout_scale = p.get_float("readout_scale");
     c_.readout_center = p.get_bool("readout_center");
+    c_.last_block_at_readout = p.get_bool("last_block_at_readout");
     parse_placement(c_.layer_norm);  // throws on an unknown placement
     if (c_.d_model % c_.heads != 0)
       throw std::invalid_argument("transformer: d_model " + std::to_string(c_.d_model) +
@@ -635,7 +666,12 @@ void register_transformer(Registrar& r) {
           .real("readout_scale", 1.0, "α in logits = α · h @ readout")
           .boolean("readout_center", false,
                    "logits α·(f(θ) − f(θ₀)): centred on a frozen copy of the initial network, "
-                   "kept as buffers init.*"),
+                   "kept as buffers init.*")
+          .boolean("last_block_at_readout", true,
+                   "with readout = last, run the last block at the last position only (nothing reads "
+                   "the others): the same logits, gradients equal up to float summation order, about "
+                   "2x faster on 3-token tasks; false computes every position, as PyTorch code does, "
+                   "bit-for-bit"),
       [](const Params& p) { return std::make_shared<TransformerArchitecture>(p); });
 }
 
