@@ -173,17 +173,6 @@ double hand_loop(const Shape& s) {
   return static_cast<double>(s.steps) / std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// Runs a shell command; its exit status and stdout.
-int capture(const std::string& cmd, std::string& out) {
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return -1;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  const int st = ::pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 // The last JSON object a command printed, or nullopt (and why) if it failed.
 std::optional<json> run_python(const std::string& cmd, std::string& why) {
   std::string out;

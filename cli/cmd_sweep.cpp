@@ -76,17 +76,6 @@ std::string shell_quote(const std::string& text) {
   return q + "'";
 }
 
-// Runs a shell command; returns its exit status (-1 if it did not exit) and its stdout.
-int capture(const std::string& cmd, std::string& out) {
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return -1;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int st = ::pclose(p);
-  return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 bool on_path(const std::string& program) {
   const char* path = std::getenv("PATH");
   std::stringstream dirs(path != nullptr ? path : "");

@@ -1,5 +1,6 @@
 #include "common.h"
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -32,6 +33,16 @@ std::string ledger_dir(const std::string& option) {
 }
 
 void load_plugins(PluginHost& host) { host.load_default_paths(); }
+
+int capture(const std::string& cmd, std::string& out) {
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return -1;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int st = ::pclose(p);
+  return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
 
 void print_outcome(const RunOutcome& o) {
   std::printf("run %s finished: %lld steps, params %s\n", o.run_id.c_str(),

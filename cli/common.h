@@ -47,6 +47,10 @@ class Progress final : public TrainObserver {
   std::chrono::steady_clock::time_point start_, last_draw_;
 };
 
+// Runs a shell command; returns its exit status (-1 if it did not exit) and
+// appends its stdout to out.
+int capture(const std::string& cmd, std::string& out);
+
 // Prints a finished run's id, steps, parameter hash and final metrics.
 void print_outcome(const RunOutcome& o);
 

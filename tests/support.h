@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "groklab/host.h"
 #include "groklab/manifest.h"
 
 namespace groklab::test {
@@ -62,6 +63,17 @@ struct TempDir {
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
 };
+
+// A host with the test plugins of tests/plugins/good loaded (once per process;
+// never destroyed: plugins are never unloaded).
+inline PluginHost& test_host() {
+  static PluginHost* host = [] {
+    auto* h = new PluginHost();
+    h->load_directory(std::string(GROKLAB_TEST_PLUGIN_DIR) + "/good");
+    return h;
+  }();
+  return *host;
+}
 
 // Returns Composer options that read manifests from memory (path -> text).
 inline ComposerOptions in_memory(std::map<std::string, std::string> files) {

@@ -14,20 +14,12 @@
 #include "support.h"
 
 using namespace groklab;
+using test::test_host;
 using json = nlohmann::json;
 
 namespace {
 
 const std::string kTiny = std::string(GROKLAB_SOURCE_DIR) + "/tests/data/tiny_copy.toml";
-
-PluginHost& test_host() {
-  static PluginHost* host = [] {
-    auto* h = new PluginHost();
-    h->load_directory(std::string(GROKLAB_TEST_PLUGIN_DIR) + "/good");
-    return h;
-  }();
-  return *host;
-}
 
 struct Hashes : TrainObserver {
   std::vector<std::string> params;

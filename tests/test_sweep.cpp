@@ -24,6 +24,7 @@
 
 namespace fs = std::filesystem;
 using namespace groklab;
+using test::test_host;
 using test::run_groklab;
 using test::TempDir;
 
@@ -63,15 +64,6 @@ std::string write_manifest(const fs::path& dir, const std::string& text = kSweep
   const fs::path p = dir / "sweep.toml";
   std::ofstream(p) << text;
   return p.string();
-}
-
-PluginHost& test_host() {
-  static PluginHost* host = [] {
-    auto* h = new PluginHost();
-    h->load_directory(std::string(GROKLAB_TEST_PLUGIN_DIR) + "/good");
-    return h;
-  }();
-  return *host;
 }
 
 // The sweep entries of a ledger, in order.

@@ -21,20 +21,12 @@
 
 namespace fs = std::filesystem;
 using namespace groklab;
+using test::test_host;
 using test::TempDir;
 
 namespace {
 
 const std::string kTiny = std::string(GROKLAB_SOURCE_DIR) + "/tests/data/tiny_copy.toml";
-
-PluginHost& test_host() {
-  static PluginHost* host = [] {
-    auto* h = new PluginHost();
-    h->load_directory(std::string(GROKLAB_TEST_PLUGIN_DIR) + "/good");
-    return h;
-  }();
-  return *host;
-}
 
 ResolvedConfig tiny(const std::vector<std::string>& overrides = {}) {
   Composer composer(test_host().registry());
