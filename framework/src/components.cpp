@@ -26,6 +26,14 @@ torch::Tensor Task::scored(const std::string& split) const {
   return torch::arange(size(split), torch::kLong);
 }
 
+torch::Tensor Task::sentence_indices(const std::string&) const {
+  throw std::logic_error("the task offers no sentences for structural metrics (Task::sentence_indices)");
+}
+
+Sentence Task::sentence(const std::string&, int64_t) const {
+  throw std::logic_error("the task offers no sentences for structural metrics (Task::sentence)");
+}
+
 torch::Tensor Task::correct_model(Model&, const std::string&, const torch::Tensor&) const {
   return torch::Tensor();
 }

@@ -4,27 +4,19 @@
 #include <stdexcept>
 #include <vector>
 
+#include "splitmix.h"
+
 namespace groklab::metrics {
 
 torch::Tensor sample_indices(const torch::Tensor& idx_in, int64_t count, uint64_t seed, const std::string& salt) {
   torch::Tensor idx = idx_in.to(torch::kLong).contiguous();
   const int64_t n = idx.numel();
   if (count <= 0 || n <= count) return idx;
-  uint64_t state = seed;
-  for (unsigned char c : salt) state = (state ^ c) * 0x100000001b3ULL;
-  auto next = [&state] {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  };
+  SplitMix64 rng(seed, salt);
   std::vector<int64_t> all(idx.data_ptr<int64_t>(), idx.data_ptr<int64_t>() + n);
   for (int64_t i = 0; i < count; ++i) {
-    const auto range = static_cast<uint64_t>(n - i);
-    const uint64_t limit = ~uint64_t{0} - (~uint64_t{0} % range);
-    uint64_t x = next();
-    while (x >= limit) x = next();
-    std::swap(all[static_cast<size_t>(i)], all[static_cast<size_t>(i) + static_cast<size_t>(x % range)]);
+    const uint64_t x = rng.below(static_cast<uint64_t>(n - i));
+    std::swap(all[static_cast<size_t>(i)], all[static_cast<size_t>(i) + static_cast<size_t>(x)]);
   }
   all.resize(static_cast<size_t>(count));
   std::sort(all.begin(), all.end());

@@ -14,6 +14,9 @@ void register_attention(Registrar& r);
 // Adds `feature_compressibility` and `fourier_sparsity`.
 void register_spectral(Registrar& r);
 
+// Adds `tree_structuredness` and `tparseval`.
+void register_tree(Registrar& r);
+
 // Adds `grad_norm` and `update_norm`.
 void register_training(Registrar& r);
 

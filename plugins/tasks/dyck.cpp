@@ -314,6 +314,50 @@ class Dyck final : public Task {
     return {inputs, targets};
   }
 
+  torch::Tensor sentence_indices(const std::string& split) const override {
+    return torch::arange(size(split), torch::kLong);
+  }
+
+  // START and the string's brackets, with the gold tree of its bracket
+  // structure, binarised right-branching: a matched pair `(x α x)` is a
+  // constituent whose children are `(x`, the top-level pairs of α, and `x)`;
+  // the root's children are the string's top-level pairs; a node with children
+  // c₁…c_m (m > 2) becomes c₁ (c₂ (… (c_{m−1} c_m))).
+  Sentence sentence(const std::string& split, int64_t index) const override {
+    const Corpus& c = data(split);
+    if (index < 0 || index >= c.size())
+      throw std::out_of_range("dyck: sentence " + std::to_string(index) + " out of range for split '" +
+                              split + "' of " + std::to_string(c.size()) + " strings");
+    const auto s = c.at(index);
+    const auto n = static_cast<int64_t>(s.size());
+    Sentence out;
+    out.inputs.push_back(2 * k_);
+    for (const char16_t t : s) out.inputs.push_back(t);
+    // Children (word spans, 1-based inclusive) of each open node; a stack of
+    // child lists, the root's at the bottom.
+    std::vector<std::vector<std::pair<int64_t, int64_t>>> stack(1);
+    auto close = [&out](const std::vector<std::pair<int64_t, int64_t>>& kids) {
+      if (kids.size() < 2) return;
+      // Right-branching: the suffix c_q…c_m for q = m−1 down to 1 (c₁…c_m is the node).
+      for (size_t q = kids.size() - 1; q-- > 0;)
+        out.gold.emplace_back(kids[q].first, kids.back().second);
+    };
+    for (int64_t p = 1; p <= n; ++p) {
+      if (s[static_cast<size_t>(p - 1)] < k_) {
+        stack.push_back({{p, p}});
+      } else {
+        auto kids = std::move(stack.back());
+        stack.pop_back();
+        kids.emplace_back(p, p);
+        close(kids);
+        stack.back().emplace_back(kids.front().first, p);
+      }
+    }
+    if (stack.size() != 1) throw std::logic_error("dyck: unbalanced string in split '" + split + "'");
+    close(stack.front());
+    return out;
+  }
+
   torch::Tensor correct(const torch::Tensor& logits, const Batch& batch) const override {
     if (logits.dim() != 3 || logits.size(2) != 2 * k_ + 2 || logits.size(1) > batch.targets.size(1) ||
         logits.size(0) != batch.targets.size(0))

@@ -62,6 +62,26 @@ class McCoyTask : public Task {
 
   int64_t size(const std::string& split) const override { return data(split).inputs.size(0); }
 
+  // Tree projections read the sentences of the examples accuracy scores (QF:
+  // the quest lines, as Murty et al.; TI: every line), without gold trees.
+  Tensor sentence_indices(const std::string& split) const override { return scored(split); }
+
+  // `<sos>` and the source sentence: the line cut before its marker, the final
+  // "." removed.
+  Sentence sentence(const std::string& split, int64_t index) const override {
+    const Encoded& d = data(split);
+    if (index < 0 || index >= static_cast<int64_t>(d.ids.size()))
+      throw std::out_of_range(std::string(name()) + ": sentence " + std::to_string(index) +
+                              " out of range for split '" + split + "'");
+    const auto& t = d.ids[static_cast<size_t>(index)];
+    auto end = t.begin() + d.marker[static_cast<size_t>(index)];
+    if (end != t.begin() && *(end - 1) == id(".")) --end;
+    Sentence s;
+    s.inputs.push_back(id("<sos>"));
+    s.inputs.insert(s.inputs.end(), t.begin(), end);
+    return s;
+  }
+
   Batch batch(const std::string& split, const Tensor& indices) const override {
     const Encoded& d = data(split);
     const int64_t width = indices.numel() > 0 ? d.lengths.index_select(0, indices).max().item<int64_t>() : 1;

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/nn/module.h>
@@ -33,6 +34,17 @@ struct TaskSpec {
 struct Batch {
   torch::Tensor inputs;   // [B, T] int64 tokens
   torch::Tensor targets;  // [B, T] int64 classes, -1 = ignored
+};
+
+// One sentence for structural metrics (tree projections): the model inputs of
+// its words, and optionally its gold binary tree.
+struct Sentence {
+  // Model input tokens: a start token (position 0), then the words w₁…wₙ at
+  // positions 1…n.
+  std::vector<int64_t> inputs;
+  // The gold binary tree's constituents of at least two words, root included,
+  // as inclusive word spans [i, j] (1 ≤ i < j ≤ n); empty: no gold tree.
+  std::vector<std::pair<int64_t, int64_t>> gold;
 };
 
 // A dataset with named splits; the first split is the training split.
@@ -63,6 +75,13 @@ class GROKLAB_API Task {
   //   if (!ok.defined()) ok = task.correct(model.forward(b.inputs), b);
   virtual torch::Tensor correct_model(Model& model, const std::string& split,
                                       const torch::Tensor& indices) const;
+  // The int64 indices [N] of split's examples that have a sentence() for
+  // structural metrics. Default: throws std::logic_error (the task offers none).
+  virtual torch::Tensor sentence_indices(const std::string& split) const;
+  // The sentence of split's example at index (one of sentence_indices()).
+  // Default: throws std::logic_error (the task offers none).
+  //   for (int64_t i : idx) { Sentence s = task.sentence("train", i); … }
+  virtual Sentence sentence(const std::string& split, int64_t index) const;
 };
 
 // The sizes a model's internals have in ForwardHooks; layers == 0 means the
