@@ -316,8 +316,9 @@ void add_ledger_command(CLI::App& app) {
   query->add_option("--group-by", args->group_by, "Config key paths to group by, comma-separated "
                                                   "(e.g. architecture.depth); none: one group");
   query->add_option("--metric", args->metric,
-                    "A metric (test_accuracy) or first_step(METRIC OP X): the first evaluated step where it holds, "
-                    "e.g. first_step(test_accuracy>=0.995)")
+                    "A metric (test_accuracy), first_step(METRIC OP X): the first evaluated step where it holds, "
+                    "e.g. first_step(test_accuracy>=0.995), or at_best(METRIC, KEY): METRIC where KEY is best, "
+                    "e.g. at_best(test_accuracy, val_accuracy)")
       ->required();
   query->add_option("--at", args->at, "Where to take the metric: final (default), best (max; min for a loss) or a step");
   query->add_option("--agg", args->agg, "Aggregates, comma-separated: runs,count,mean,std,min,max "

@@ -428,6 +428,20 @@ TEST_CASE("ledger query: the inverted-U table (fraction of seeds grokked by dept
       hi = std::max(hi, b);
     }
     CHECK(json::parse(best.out).at("rows")[0].at("max").get<double>() == hi);
+    // Test accuracy where test_loss is lowest (the query machinery of early stopping).
+    Result early = gl_run("ledger query --metric 'at_best(test_accuracy, test_loss)' --agg runs,max --format json "
+                          "--where run.seed=2" + f.L());
+    INFO(early.out << early.err);
+    REQUIRE(early.status == 0);
+    double top = -1;
+    for (const Run& r : f.runs) {
+      if (r.seed != 2) continue;
+      double b = 1e300, v = -1;
+      for (const auto& [s, values] : r.series)
+        if (values.at("test_loss") < b) b = values.at("test_loss"), v = values.at("test_accuracy");
+      top = std::max(top, v);
+    }
+    CHECK(json::parse(early.out).at("rows")[0].at("max").get<double>() == top);
   }
 
   SECTION("bad input") {
@@ -662,6 +676,24 @@ TEST_CASE("audit.h: flattening, canonical matching, metric expressions", "[ledge
   CHECK(*metric_value(s, parse_metric("first_step(test_accuracy>=0.8)"), parse_at("final")) == 20);
   CHECK_FALSE(metric_value(s, parse_metric("first_step(test_accuracy>0.95)"), parse_at("final")));
   CHECK_THROWS_AS(parse_metric("first_step(test_accuracy)"), std::invalid_argument);
+
+  // at_best: test accuracy at the step of best validation accuracy (the first on ties),
+  // among the evaluations recording both; a loss key is best at its minimum.
+  Series e = {{10, {{"val_accuracy", 0.5}, {"test_accuracy", 0.2}, {"val_loss", 2.0}}},
+              {20, {{"val_accuracy", 0.9}, {"test_accuracy", 0.6}, {"val_loss", 0.5}}},
+              {25, {{"val_accuracy", 0.95}}},
+              {30, {{"val_accuracy", 0.9}, {"test_accuracy", 0.8}, {"val_loss", 0.4}}},
+              {40, {{"val_accuracy", 0.7}, {"test_accuracy", 0.95}, {"val_loss", 0.9}}}};
+  const MetricSpec early = parse_metric("at_best(test_accuracy, val_accuracy)");
+  CHECK(early.text() == "at_best(test_accuracy,val_accuracy)");
+  CHECK(*metric_value(e, early, parse_at("final")) == 0.6);
+  CHECK(*metric_value(e, early, parse_at("10")) == 0.6);  // ignores AT
+  CHECK(*metric_value(e, parse_metric("test_accuracy"), parse_at("final")) == 0.95);
+  CHECK(*metric_value(e, parse_metric("at_best(test_accuracy,val_loss)"), parse_at("final")) == 0.8);
+  CHECK_FALSE(metric_value(e, parse_metric("at_best(test_accuracy,train_accuracy)"), parse_at("final")));
+  for (const char* bad : {"at_best(test_accuracy)", "at_best(test_accuracy,)", "at_best(,val_accuracy)",
+                          "at_best(test_accuracy,val_accuracy", "test_accuracy,val_accuracy"})
+    CHECK_THROWS_AS(parse_metric(bad), std::invalid_argument);
   CHECK(parse_condition("test_accuracy >= 0.8").text() == "test_accuracy>=0.8");
   Series t = s;
   t[30]["test_accuracy"] = 0.71;

@@ -121,6 +121,13 @@ bool starts_like_time(const std::string& t) {
 
 bool is_loss(const std::string& name) { return name.find("loss") != std::string::npos; }
 
+// s without leading and trailing spaces and tabs.
+std::string trim(std::string s) {
+  s.erase(0, s.find_first_not_of(" \t"));
+  s.erase(s.find_last_not_of(" \t") + 1);
+  return s;
+}
+
 }  // namespace
 
 Config flatten_config(const std::string& canonical_toml) {
@@ -308,11 +315,6 @@ Condition parse_condition(const std::string& text) {
   for (const char* op : ops) {
     auto at = text.find(op);
     if (at == std::string::npos) continue;
-    auto trim = [](std::string s) {
-      s.erase(0, s.find_first_not_of(" \t"));
-      s.erase(s.find_last_not_of(" \t") + 1);
-      return s;
-    };
     Condition c;
     c.metric = trim(text.substr(0, at));
     c.op = op;
@@ -327,7 +329,8 @@ Condition parse_condition(const std::string& text) {
 }
 
 std::string MetricSpec::text() const {
-  return first_step ? "first_step(" + first_step->text() + ")" : name;
+  if (first_step) return "first_step(" + first_step->text() + ")";
+  return best_of.empty() ? name : "at_best(" + name + "," + best_of + ")";
 }
 
 MetricSpec parse_metric(const std::string& text) {
@@ -340,9 +343,24 @@ MetricSpec parse_metric(const std::string& text) {
     m.name = m.first_step->metric;
     return m;
   }
-  if (text.empty() || text.find_first_of("()<>=! ") != std::string::npos)
-    throw std::invalid_argument("'" + text + "': expected a metric name (e.g. test_accuracy) or "
-                                "first_step(METRIC OP NUMBER)");
+  const std::string best = "at_best(";
+  if (text.rfind(best, 0) == 0) {
+    const size_t comma = text.find(',');
+    auto name_ok = [](const std::string& n) {
+      return !n.empty() && n.find_first_of("()<>=!, ") == std::string::npos;
+    };
+    if (text.back() == ')' && comma != std::string::npos) {
+      m.name = trim(text.substr(best.size(), comma - best.size()));
+      m.best_of = trim(text.substr(comma + 1, text.size() - comma - 2));
+    }
+    if (!name_ok(m.name) || !name_ok(m.best_of))
+      throw std::invalid_argument("'" + text + "': expected at_best(METRIC, KEY_METRIC), e.g. "
+                                  "at_best(test_accuracy, val_accuracy)");
+    return m;
+  }
+  if (text.empty() || text.find_first_of("()<>=!, ") != std::string::npos)
+    throw std::invalid_argument("'" + text + "': expected a metric name (e.g. test_accuracy), "
+                                "first_step(METRIC OP NUMBER) or at_best(METRIC, KEY_METRIC)");
   m.name = text;
   return m;
 }
@@ -374,6 +392,20 @@ std::optional<double> metric_value(const Series& series, const MetricSpec& spec,
       if (it != values.end() && spec.first_step->holds(it->second)) return static_cast<double>(step);
     }
     return std::nullopt;
+  }
+  if (!spec.best_of.empty()) {
+    std::optional<double> best, value;
+    const bool minimise = is_loss(spec.best_of);
+    for (const auto& [step, values] : series) {
+      auto key = values.find(spec.best_of);
+      auto it = values.find(spec.name);
+      if (key == values.end() || it == values.end() || std::isnan(key->second)) continue;
+      if (!best || (minimise ? key->second < *best : key->second > *best)) {
+        best = key->second;
+        value = it->second;
+      }
+    }
+    return value;
   }
   switch (at.kind) {
     case At::kStep: {

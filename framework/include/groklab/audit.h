@@ -18,6 +18,11 @@
 //   first_step(NAME OP X)      the first evaluated step where NAME OP X holds,
 //                              e.g. first_step(test_accuracy>=0.995): steps to grok;
 //                              no value if it never holds. OP: >= > <= < == !=
+//   at_best(NAME, KEY)         NAME at the evaluation where KEY is best (its
+//                              maximum; minimum for a KEY containing "loss"; the
+//                              first such step on ties) among the evaluations
+//                              recording both, e.g. at_best(test_accuracy,
+//                              val_accuracy): Murty et al.'s early stopping
 // Conditions (parse_condition), as given to `--frac`: NAME OP X, evaluated on
 // the metric NAME taken at the same step as the query's metric.
 #pragma once
@@ -126,6 +131,7 @@ GROKLAB_API Condition parse_condition(const std::string& text);
 struct GROKLAB_API MetricSpec {
   std::string name;                   // the metric, for NAME
   std::optional<Condition> first_step;  // set for first_step(COND)
+  std::string best_of;                // KEY of at_best(NAME, KEY); empty otherwise
   std::string text() const;           // as written canonically
 };
 
@@ -146,7 +152,7 @@ GROKLAB_API At parse_at(const std::string& text);
 
 // The value of SPEC for a run with series SERIES, taken AT; nullopt if the
 // run has no such value (metric never evaluated, step not evaluated, or
-// first_step's condition never held). first_step ignores AT.
+// first_step's condition never held). first_step and at_best ignore AT.
 GROKLAB_API std::optional<double> metric_value(const Series& series, const MetricSpec& spec, const At& at);
 
 // The value of a condition's metric taken AT, tested; false if it has no value.
