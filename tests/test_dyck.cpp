@@ -571,7 +571,7 @@ TEST_CASE("the dyck depth-sweep preset composes to 50 runs and trains end to end
   const std::string overrides =
       " architecture.depth=2 run.seed=0 architecture.d_model=64 architecture.heads=2 "
       "architecture.d_ff=128 run.steps=50 run.eval_every=25 run.checkpoint_every=25 "
-      "task.train_size=2000 task.eval_size=100 optimizer.warmup_steps=10";
+      "task.train_size=2000 task.eval_size=100 optimizer.warmup_steps=10 metrics.3.sentences=20";
   Result run = run_groklab("-q run " + kPreset + overrides + ledger);
   INFO(run.out);
   REQUIRE(run.status == 0);
@@ -581,6 +581,9 @@ TEST_CASE("the dyck depth-sweep preset composes to 50 runs and trains end to end
     CHECK(v <= 1.0);
   }
   CHECK(metric_value(run.out, "val_loss") > 0.0);
+  CHECK(metric_value(run.out, "train_tscore") > 0.0);  // the best split never scores below a random one
+  for (const char* m : {"train_tparseval", "weight_norm_per_layer"}) CHECK(metric_value(run.out, m) > 0.0);
+  CHECK(metric_value(run.out, "train_attention_sparsity") < 0.0);
   const auto at = run.out.find("run ");
   REQUIRE(at != std::string::npos);
   const std::string id = run.out.substr(at + 4, run.out.find(' ', at + 4) - at - 4);

@@ -482,12 +482,13 @@ TEST_CASE("the structural grokking presets train", "[mccoy][slow]") {
     Result r = run_groklab("run " + m +
                            " architecture.depth=2 architecture.d_model=64 architecture.heads=4 "
                            "architecture.d_ff=128 run.seed=0 run.steps=50 run.eval_every=50 "
-                           "task.train_size=400 --ledger " + ledger);
+                           "task.train_size=400 metrics.3.sentences=20 --ledger " + ledger);
     INFO(r.out);
     CHECK(r.status == 0);
     Result v = run_groklab("ledger verify --ledger " + ledger);
     INFO(v.out);
     CHECK(v.status == 0);
-    CHECK(slurp(ledger + "/entries.jsonl").find("test_accuracy") != std::string::npos);
+    for (const char* key : {"test_accuracy", "train_tscore", "weight_norm_per_layer", "train_attention_sparsity"})
+      CHECK(slurp(ledger + "/entries.jsonl").find(key) != std::string::npos);
   }
 }
