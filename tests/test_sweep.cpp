@@ -231,7 +231,7 @@ TEST_CASE("a stopped sweep child resumes from its checkpoint to the bits of an u
   CHECK_THROWS_WITH(sweep::load(ledger, resumed.run_id), Catch::Contains("not a sweep"));
 }
 
-TEST_CASE("sweep --slurm --dry-run prints the job array script and touches nothing", "[sweep][slurm][cli]") {
+TEST_CASE("sweep --slurm: the dry-run script touches nothing; sbatch missing, failing or accepting", "[sweep][slurm][cli]") {
   TempDir dir("sweep-dry");
   const std::string manifest = write_manifest(dir.path);
   const std::string ledger_dir = (dir.path / "ledger").string();
@@ -253,6 +253,34 @@ TEST_CASE("sweep --slurm --dry-run prints the job array script and touches nothi
   CHECK_THAT(r.out, Catch::Contains("sbatch is not on PATH"));
   auto ledger = ledger::Ledger::create(ledger_dir);
   CHECK(ledger.head().empty());
+
+  // sbatch refuses the job: the error says so and where the frozen sweep and
+  // its script are; no submission is recorded.
+  const fs::path bin = dir.path / "bin";
+  fs::create_directories(bin);
+  std::ofstream(bin / "sbatch") << "#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpu' >&2\nexit 1\n";
+  fs::permissions(bin / "sbatch", fs::perms::owner_all);
+  r = run_groklab("-q sweep " + manifest + " --slurm --partition gpu --ledger " + ledger_dir,
+                  "PATH=" + bin.string() + ":/usr/bin:/bin " + kEnv);
+  CHECK(r.status == 1);
+  CHECK_THAT(r.out, Catch::Contains("sbatch failed (exit 1): sbatch: error: invalid partition specified: gpu") &&
+                        Catch::Contains("is frozen; its script is"));
+  auto kinds = [&] {
+    std::vector<std::string> k;
+    for (const auto& e : ledger.entries()) k.push_back(e.json.value("kind", std::string()));
+    return k;
+  };
+  CHECK(kinds() == std::vector<std::string>{"sweep"});
+
+  // sbatch accepts it: the job id goes into a sweep_submission entry.
+  std::ofstream(bin / "sbatch") << "#!/bin/sh\necho '4242;cluster'\n";
+  r = run_groklab("-q sweep " + manifest + " --slurm --force --ledger " + ledger_dir,
+                  "PATH=" + bin.string() + ":/usr/bin:/bin " + kEnv);
+  INFO(r.out);
+  CHECK(r.status == 0);
+  CHECK_THAT(r.out, Catch::Contains("submitted Slurm job array 4242 (4 tasks)"));
+  CHECK(kinds() == std::vector<std::string>{"sweep", "sweep", "sweep_submission"});
+  CHECK(ledger.entries().back().json.at("job_id") == "4242");
 
   // Slurm options need --slurm.
   r = run_groklab("-q sweep " + manifest + " --partition gpu --ledger " + ledger_dir, kEnv);

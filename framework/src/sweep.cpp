@@ -25,44 +25,48 @@ json value_json(const Value& v) {
   return v.canonical();
 }
 
-// The runs started for a sweep, by child index, in ledger order.
-std::map<int64_t, std::vector<audit::RunInfo>> runs_by_child(const std::vector<audit::RunInfo>& runs,
-                                                             const std::string& sweep_id) {
-  std::map<int64_t, std::vector<audit::RunInfo>> out;
-  for (const auto& r : runs) {
-    const json& start = r.record.start.json;
-    if (r.sweep != sweep_id) continue;
-    auto c = start.find("sweep_child");
-    if (c == start.end() || !c->is_number_integer()) continue;
-    out[c->get<int64_t>()].push_back(r);
-  }
-  return out;
-}
-
-ChildState state_of(const Child& child, const audit::RunInfo& r, int64_t steps) {
-  ChildState s;
-  s.index = child.index;
-  s.status = r.status;
-  s.run_id = r.id;
-  s.step = r.steps;
-  s.steps = steps;
-  s.final_metrics = r.final_metrics;
-  return s;
-}
-
 int64_t configured_steps(const audit::Config& config) {
   auto it = config.find("run.steps");
   return it != config.end() && it->second.is_number_integer() ? it->second.get<int64_t>() : 0;
 }
 
-RunOutcome outcome_of(const audit::RunInfo& r) {
+// The last run started for each child of a sweep, by child index. Reads the
+// entries only: a run's config object is read just for the runs reported.
+std::map<int64_t, RunRecord> last_run_by_child(const std::vector<RunRecord>& runs, const std::string& sweep_id) {
+  std::map<int64_t, RunRecord> out;
+  for (const auto& r : runs) {
+    const json& start = r.start.json;
+    if (start.value("sweep", std::string()) != sweep_id) continue;
+    auto c = start.find("sweep_child");
+    if (c == start.end() || !c->is_number_integer()) continue;
+    out[c->get<int64_t>()] = r;  // ledger order: the last one stays
+  }
+  return out;
+}
+
+ChildState state_of(const ledger::Ledger& ledger, const Child& child, const RunRecord& rec) {
+  const audit::RunInfo r = audit::run_info(ledger, rec);
+  ChildState s;
+  s.index = child.index;
+  s.status = r.status;
+  s.run_id = r.id;
+  s.step = r.steps;
+  s.steps = configured_steps(r.config);
+  s.final_metrics = r.final_metrics;
+  return s;
+}
+
+RunOutcome outcome_of(const ledger::Ledger& ledger, const RunRecord& rec) {
+  const audit::RunInfo r = audit::run_info(ledger, rec);
   RunOutcome o;
   o.run_id = r.id;
-  o.result_id = r.record.result ? r.record.result->id : "";
   o.status = r.status;
   o.steps = r.steps;
-  if (r.record.result) o.params_hash = r.record.result->json.value("params_hash", std::string());
   o.final_metrics = r.final_metrics;
+  if (rec.result) {
+    o.result_id = rec.result->id;
+    o.params_hash = rec.result->json.value("params_hash", std::string());
+  }
   return o;
 }
 
@@ -131,23 +135,21 @@ std::map<std::string, std::string> finished_configs(const ledger::Ledger& ledger
 }
 
 std::vector<ChildState> status(const ledger::Ledger& ledger, const Frozen& sweep) {
-  const std::vector<audit::RunInfo> runs = audit::list_runs(ledger);
-  const auto mine = runs_by_child(runs, sweep.id);
+  const std::vector<RunRecord> runs = load_runs(ledger);
+  const auto mine = last_run_by_child(runs, sweep.id);
+  std::map<std::string, const RunRecord*> finished;  // config hash -> its first finished run
+  for (const auto& r : runs)
+    if (r.status() == "finished") finished.emplace(r.start.json.value("config_hash", std::string()), &r);
   std::vector<ChildState> out;
   for (const Child& child : sweep.children) {
     ChildState s;
     s.index = child.index;
     if (auto it = mine.find(child.index); it != mine.end()) {
-      const audit::RunInfo& last = it->second.back();
-      s = state_of(child, last, configured_steps(last.config));
-    } else {
+      s = state_of(ledger, child, it->second);
+    } else if (auto f = finished.find(child.config_hash); f != finished.end()) {
       // Skipped at launch: a finished run of the same config from elsewhere.
-      for (const auto& r : runs)
-        if (r.status == "finished" && r.record.start.json.value("config_hash", std::string()) == child.config_hash) {
-          s = state_of(child, r, configured_steps(r.config));
-          s.status = "done before";
-          break;
-        }
+      s = state_of(ledger, child, *f->second);
+      s.status = "done before";
     }
     out.push_back(std::move(s));
   }
@@ -164,12 +166,12 @@ RunOutcome run_child(ledger::Ledger& ledger, const PluginHost& host, const Compo
     throw std::runtime_error("sweep " + sweep.id.substr(0, 12) + " has no child " + std::to_string(index) +
                              " (it has " + std::to_string(sweep.children.size()) + ")");
 
-  const auto mine = runs_by_child(audit::list_runs(ledger), sweep.id);
+  const auto mine = last_run_by_child(load_runs(ledger), sweep.id);
   if (auto it = mine.find(index); it != mine.end()) {
-    const audit::RunInfo& last = it->second.back();
-    if (last.status == "finished") return outcome_of(last);
-    if (last.status == "started" || last.status == "interrupted")
-      return resume_recorded(last.id, host, composer, ledger, progress);
+    const RunRecord& last = it->second;
+    const std::string st = last.status();
+    if (st == "finished") return outcome_of(ledger, last);
+    if (st == "started" || st == "interrupted") return resume_recorded(last.start.id, host, composer, ledger, progress);
     // "failed": a fresh run below.
   }
 
