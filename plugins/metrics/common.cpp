@@ -59,4 +59,34 @@ void for_each_batch(const EvalContext& ctx, const std::string& split, int64_t ma
     f(ctx.task->batch(split, idx.narrow(0, start, std::min(bs, n - start))));
 }
 
+void add_correct(const Task& task, const torch::Tensor& logits, const Batch& b, double& num, double& den) {
+  const torch::Tensor c = task.correct(logits, b);
+  if (c.dim() == 1) {
+    num += static_cast<double>(c.sum().item<int64_t>());
+    den += static_cast<double>(b.inputs.size(0));
+  } else if (c.dim() == 2 && c.scalar_type() != torch::kBool && !c.is_floating_point()) {
+    num += static_cast<double>(c.eq(1).sum().item<int64_t>());
+    den += static_cast<double>(c.ge(0).sum().item<int64_t>());
+  } else {
+    throw std::invalid_argument("accuracy: Task::correct returned a " + std::to_string(c.dim()) + "-d " +
+                                std::string(c10::toString(c.scalar_type())) +
+                                " tensor; expected [B] bools or [B, L] integers (1 right, 0 wrong, -1 not scored)");
+  }
+}
+
+void count_correct(Model& model, const Task& task, const std::string& split, const torch::Tensor& idx,
+                   double& num, double& den) {
+  const torch::Tensor c = task.correct_model(model, split, idx);
+  if (!c.defined()) {
+    const Batch b = task.batch(split, idx);
+    add_correct(task, model.forward(b.inputs), b, num, den);
+    return;
+  }
+  if (c.dim() != 1 || c.size(0) != idx.numel())
+    throw std::invalid_argument("accuracy: Task::correct_model returned a tensor of shape " + c10::str(c.sizes()) +
+                                "; expected [" + std::to_string(idx.numel()) + "]");
+  num += static_cast<double>(c.to(torch::kLong).sum().item<int64_t>());
+  den += static_cast<double>(idx.numel());
+}
+
 }  // namespace groklab::metrics

@@ -52,4 +52,15 @@ torch::Tensor entropy(const torch::Tensor& p);
 void for_each_batch(const EvalContext& ctx, const std::string& split, int64_t max_examples,
                     int64_t batch_size, const std::function<void(const Batch&)>& f);
 
+// Adds the task's accuracy counts of logits on batch b to num (right) and den
+// (counted): Task::correct gives [B] bools (examples) or [B, L] integers (1
+// right, 0 wrong, -1 not scored: positions). Throws on any other shape.
+void add_correct(const Task& task, const torch::Tensor& logits, const Batch& b, double& num, double& den);
+
+// Adds the accuracy counts of model on split's examples at idx: from
+// Task::correct_model when the task decodes, else from one forward() pass and
+// add_correct(). The `accuracy` metric's definition.
+void count_correct(Model& model, const Task& task, const std::string& split, const torch::Tensor& idx,
+                   double& num, double& den);
+
 }  // namespace groklab::metrics

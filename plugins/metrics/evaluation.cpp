@@ -85,30 +85,12 @@ class Accuracy final : public SplitMetric {
 
   void evaluate_batch(const EvalContext& ctx, const std::string& split, const Tensor& idx, double& num,
                       double& den) override {
-    const Tensor c = ctx.task->correct_model(*ctx.model, split, idx);
-    if (!c.defined()) return SplitMetric::evaluate_batch(ctx, split, idx, num, den);
-    if (c.dim() != 1 || c.size(0) != idx.numel())
-      throw std::invalid_argument("accuracy: Task::correct_model returned a tensor of shape " +
-                                  c10::str(c.sizes()) + "; expected [" + std::to_string(idx.numel()) + "]");
-    num += static_cast<double>(c.to(torch::kLong).sum().item<int64_t>());
-    den += static_cast<double>(idx.numel());
+    count_correct(*ctx.model, *ctx.task, split, idx, num, den);
   }
 
   void accumulate(const Task& task, const Tensor& logits, const Batch& b, double& num,
                   double& den) override {
-    const Tensor c = task.correct(logits, b);
-    if (c.dim() == 1) {
-      num += static_cast<double>(c.sum().item<int64_t>());
-      den += static_cast<double>(b.inputs.size(0));
-    } else if (c.dim() == 2 && c.scalar_type() != torch::kBool && !c.is_floating_point()) {
-      num += static_cast<double>(c.eq(1).sum().item<int64_t>());
-      den += static_cast<double>(c.ge(0).sum().item<int64_t>());
-    } else {
-      throw std::invalid_argument("accuracy: Task::correct returned a " + std::to_string(c.dim()) +
-                                  "-d " + std::string(c10::toString(c.scalar_type())) +
-                                  " tensor; expected [B] bools or [B, L] integers (1 right, 0 "
-                                  "wrong, -1 not scored)");
-    }
+    add_correct(task, logits, b, num, den);
   }
 
   int64_t max_examples_;
