@@ -189,6 +189,9 @@ struct EvalContext {
   // filtering), by parameter name. nullptr outside a training run.
   const TensorMap* params_before = nullptr;
   const TensorMap* gradients = nullptr;
+  // The parameters at initialisation (step 0), by name, on the model's
+  // device; nullptr outside a training run. E.g. for distances from θ₀.
+  const TensorMap* initial_params = nullptr;
 };
 
 // Measures a model; returns named scalar values for the series. Every
