@@ -8,4 +8,6 @@ GROKLAB_PLUGIN(groklab_metrics, "0.1.0", GROKLAB_KIND_METRIC, registrar) {
   groklab::metrics::register_spectral(registrar);
   groklab::metrics::register_tree(registrar);
   groklab::metrics::register_training(registrar);
+  groklab::metrics::register_heuristic_core(registrar);
+  groklab::metrics::register_ntk(registrar);
 }

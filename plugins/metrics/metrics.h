@@ -20,4 +20,10 @@ void register_tree(Registrar& r);
 // Adds `grad_norm` and `update_norm`.
 void register_training(Registrar& r);
 
+// Adds `heuristic_core` (heuristic_core.cpp).
+void register_heuristic_core(Registrar& r);
+
+// Adds `ntk_distance` (ntk.cpp).
+void register_ntk(Registrar& r);
+
 }  // namespace groklab::metrics
