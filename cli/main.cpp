@@ -51,6 +51,7 @@ int main(int argc, char** argv) {
   groklab::cli::add_report_command(app);
   groklab::cli::add_sweep_command(app);
   groklab::cli::add_bench_command(app);
+  groklab::cli::add_bench_metrics_command(app);
 
   try {
     app.parse(argc, argv);

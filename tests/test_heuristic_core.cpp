@@ -1,13 +1,16 @@
-// heuristic_core (head subsets under mean ablation) and ntk_distance (issue 7,
-// items 6 and 7).
+// heuristic_core (head subsets under mean ablation), ntk_distance, and the
+// metric-cost benchmark `groklab bench-metrics` (issue 7, items 6 and 7, Cost).
 #include <torch/torch.h>  // before Catch2: glog's CHECK must not replace Catch2's
 
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "builtins.h"
 #include "groklab/components.h"
 #include "heuristic_core.h"
+#include "support.h"
 
 using namespace groklab;
 using groklab::metrics::heuristic::Subset;
@@ -240,4 +243,51 @@ TEST_CASE("ntk_distance: 0 at initialisation, > 0 after training, deterministic,
   ctx.initial_params = &bad;
   CHECK_THROWS_WITH(make("ntk_distance")->evaluate(ctx), Catch::Contains("no initial value"));
   for (const auto& p : model->named_parameters(true)) CHECK(torch::equal(p.value(), trained.at(p.key())));
+}
+
+TEST_CASE("groklab bench-metrics prints a row per metric (no time is asserted)", "[bench][cli][heuristic_core]") {
+  test::TempDir dir("bench-metrics");
+  const auto manifest = dir.path / "tiny.toml";
+  std::ofstream(manifest) << R"(
+[task]
+plugin = "modular_arithmetic"
+p = 11
+[architecture]
+plugin = "transformer"
+d_model = 8
+heads = 2
+d_ff = 16
+[optimizer]
+plugin = "sgd"
+lr = 0.1
+[[metrics]]
+plugin = "accuracy"
+split = "test"
+[[metrics]]
+plugin = "weight_norm"
+every = 10
+[run]
+steps = 100
+eval_every = 5
+)";
+  const std::string json_path = (dir.path / "cost.json").string();
+  auto r = test::run_groklab("-q bench-metrics " + manifest.string() +
+                             " run.seed=1 --steps 3 --warmup 1 --add ntk_distance:20 --add heuristic_core --json " +
+                             json_path);
+  INFO(r.out);
+  REQUIRE(r.status == 0);
+  CHECK_THAT(r.out, Catch::Contains("0 accuracy") && Catch::Contains("1 weight_norm") &&
+                        Catch::Contains("2 ntk_distance") && Catch::Contains("3 heuristic_core") &&
+                        Catch::Contains("all metrics"));
+  std::ifstream in(json_path);
+  const auto j = nlohmann::json::parse(in);
+  REQUIRE(j.at("configs").size() == 1);
+  const auto& rows = j["configs"][0].at("metrics");
+  REQUIRE(rows.size() == 4);
+  CHECK(rows[0].at("every") == 5);
+  CHECK(rows[1].at("every") == 10);
+  CHECK(rows[2].at("every") == 20);
+  CHECK(rows[3].at("every") == 10);  // --add without a cadence: the largest of the manifest's
+  for (const auto& row : rows) CHECK(row.at("fraction").get<double>() >= 0);
+  CHECK(j["configs"][0].at("step_seconds").get<double>() > 0);
 }
