@@ -13,14 +13,17 @@
 namespace groklab::test {
 
 // The host with every built-in plugin loaded (once per test process).
-inline const Registry& builtins() {
+inline PluginHost& builtin_host() {
   static PluginHost* host = [] {
     auto* h = new PluginHost;  // never destroyed: plugins are never unloaded
     h->load_directory(GROKLAB_BUILTIN_PLUGIN_DIR);
     return h;
   }();
-  return host->registry();
+  return *host;
 }
+
+// Its registry.
+inline const Registry& builtins() { return builtin_host().registry(); }
 
 // The component's schema defaults, overridden by `set`; every key of `set`
 // must name a declared parameter.

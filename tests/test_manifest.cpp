@@ -635,7 +635,7 @@ TEST_CASE("compose prints canonical TOML and the hash; --sweep lists children", 
   CHECK(run(kManifests + "/basic.toml run.sede=1 task.vocab=1", out, err) == 2);
   CHECK(out.empty());
   CHECK(err == "<command line>:1:1: run.sede: unknown parameter of [run] (did you mean \"seed\"?); "
-               "expected one of: batch_size, checkpoint_every, device, eval_every, loss_dtype, seed, seed_streams, "
+               "expected one of: batch_size, checkpoint_every, device, ensemble, eval_every, loss_dtype, seed, seed_streams, "
                "steps, stop_metric, stop_threshold, threads\n"
                "<command line>:2:12: task.vocab: expected a value of type int in [2, 1000], got 1\n"
                "groklab: 2 errors in " + kManifests + "/basic.toml\n");

@@ -122,7 +122,7 @@ TEST_CASE("parameter errors say what was expected", "[manifest][errors]") {
   SECTION("unknown key, with did-you-mean") {
     CHECK(errors_of(kParts + "[run]\nsede = 1\n[[metrics]]\nplugin = \"test_param_count\"\nx = 1\n") ==
           "bad.toml:8:1: run.sede: unknown parameter of [run] (did you mean \"seed\"?); expected "
-          "one of: batch_size, checkpoint_every, device, eval_every, loss_dtype, seed, seed_streams, "
+          "one of: batch_size, checkpoint_every, device, ensemble, eval_every, loss_dtype, seed, seed_streams, "
           "steps, stop_metric, stop_threshold, threads\n"
           "bad.toml:11:1: metrics.0.x: unknown parameter of metric \"test_param_count\"; "
           "expected one of: every");
@@ -286,7 +286,7 @@ TEST_CASE("sweep errors", "[manifest][errors][sweep]") {
     CHECK(errors_of(kParts + "[sweep]\n\"run.sede\" = [1, 2]\n\"tsk.x\" = [1]\n\"run.seed\" = 3\n"
                              "\"run.steps\" = []\n\"run.threads\" = [1, 0]\n") ==
           "bad.toml:8:1: run.sede: unknown parameter of [run] (did you mean \"seed\"?); expected "
-          "one of: batch_size, checkpoint_every, device, eval_every, loss_dtype, seed, seed_streams, "
+          "one of: batch_size, checkpoint_every, device, ensemble, eval_every, loss_dtype, seed, seed_streams, "
           "steps, stop_metric, stop_threshold, threads\n"
           "bad.toml:9:1: sweep.\"tsk.x\": unknown table \"tsk\" (did you mean \"task\"?); expected "
           "task.<key>, architecture.<key>, optimizer.<key>, run.<key> or metrics.<index>.<key>\n"

@@ -856,6 +856,7 @@ ResolvedConfig Context::resolve(const Layer& layer) {
     cfg.run.stop_metric = rp.get_string("stop_metric");
     cfg.run.stop_threshold = rp.get_float("stop_threshold");
     cfg.run.loss_dtype = rp.get_string("loss_dtype");
+    cfg.run.ensemble = rp.get_int("ensemble");
   }
   if (rp.has("device") && !valid_device(rp.get_string("device"))) {
     const Item* item = nullptr;

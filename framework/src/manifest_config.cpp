@@ -43,8 +43,11 @@ std::string component_body(const ComponentConfig& c) {
   return out;
 }
 
+// The [run] values of a config. `ensemble` appears only when it is not 1, so
+// every config written before it existed keeps its canonical text and hash
+// (and stays resumable and replayable).
 Params run_params(const RunConfig& r) {
-  return Params({{"seed", Value(static_cast<int64_t>(r.seed))},
+  std::map<std::string, Value> v = {{"seed", Value(static_cast<int64_t>(r.seed))},
                  {"steps", Value(r.steps)},
                  {"batch_size", Value(r.batch_size)},
                  {"eval_every", Value(r.eval_every)},
@@ -54,7 +57,9 @@ Params run_params(const RunConfig& r) {
                  {"seed_streams", Value(r.seed_streams)},
                  {"stop_metric", Value(r.stop_metric)},
                  {"stop_threshold", Value(r.stop_threshold)},
-                 {"loss_dtype", Value(r.loss_dtype)}});
+                 {"loss_dtype", Value(r.loss_dtype)}};
+  if (r.ensemble != 1) v.emplace("ensemble", Value(r.ensemble));
+  return Params(std::move(v));
 }
 
 std::optional<Value> lookup(const ComponentConfig& c, const std::string& key) {
@@ -88,6 +93,7 @@ std::optional<Value> ResolvedConfig::get(const std::string& key_path) const {
   if (table == "architecture") return lookup(architecture, rest);
   if (table == "optimizer") return lookup(optimizer, rest);
   if (table == "run") {
+    if (rest == "ensemble") return Value(run.ensemble);
     Params p = run_params(run);
     if (!p.has(rest)) return std::nullopt;
     return p.get(rest);
@@ -151,7 +157,10 @@ const Schema& run_schema() {
           .real("stop_threshold", 1.0, "threshold for stop_metric")
           .choice("loss_dtype", "float64", {"float64", "float32"},
                   "training cross-entropy on logits cast to float64 (as the reference peer), "
-                  "or on the logits as they are");
+                  "or on the logits as they are")
+          .integer("ensemble", 1, "seeds trained together as one batched model (seed … seed + "
+                   "ensemble − 1), each recorded as its own run; 1 = a single run")
+          .range(1, 4096);
   return schema;
 }
 

@@ -161,6 +161,31 @@ json result_entry(const std::string& run_id, const std::string& status, const Re
   return e;
 }
 
+// Sets a recorder to what run rec had recorded up to its checkpoint at step
+// (its series, checkpoints, last metrics); returns that checkpoint's bytes.
+std::string recorder_at(Recorder& r, const ledger::Ledger& ledger, const RunRecord& rec, int64_t step) {
+  const json* at = nullptr;
+  r.checkpoints_ = json::array();
+  for (const auto& c : rec.checkpoints) {
+    const int64_t s = c.json.at("step").get<int64_t>();
+    if (s > step) break;
+    r.checkpoints_.push_back(
+        {{"step", s}, {"params_hash", c.json.at("params_hash")}, {"object", c.json.at("objects").at("checkpoint")}});
+    if (s == step) at = &c.json;
+  }
+  if (at == nullptr)
+    throw std::runtime_error("run " + rec.start.id.substr(0, 12) + " has no checkpoint at step " + std::to_string(step));
+  r.series_ = json::parse(ledger.objects().get(at->at("objects").at("series").get<std::string>()));
+  r.last_params_hash_ = json_str(*at, "params_hash");
+  r.last_metrics_.clear();
+  if (!r.series_.empty()) {
+    for (auto& [k, v] : r.series_.back().at("values").items())
+      if (v.is_number()) r.last_metrics_[k] = v.get<double>();
+  }
+  r.last_step_ = step;
+  return ledger.objects().get(at->at("objects").at("checkpoint").get<std::string>());
+}
+
 RunOutcome train_and_record(const ResolvedConfig& config, const PluginHost& host, ledger::Ledger& ledger,
                             const std::string& run_id, Recorder& recorder, const TrainPlan& plan) {
   auto t0 = std::chrono::steady_clock::now();
@@ -334,32 +359,45 @@ std::vector<RunRecord> load_runs(const ledger::Ledger& ledger) {
   return runs;
 }
 
-RunOutcome run_recorded(const ResolvedConfig& config, const PluginHost& host, ledger::Ledger& ledger,
-                        const Provenance& provenance, TrainObserver* progress) {
-  const std::string text = config.canonical();
-  const std::string config_object = ledger.objects().put(text);
-  Seeds seeds = derive_seeds(config.run.seed, config.run.seed_streams);
+namespace {
+
+// A start entry ("run" or "ensemble") of config: its config object, hash,
+// components, environment, plugins and provenance.
+json start_entry(const char* kind, const ResolvedConfig& config, const PluginHost& host, ledger::Ledger& ledger,
+                 const Provenance& provenance, const json& env) {
   json plugins = json::array();
   for (const auto& lib : host.libraries())
     plugins.push_back({{"name", lib->name}, {"version", lib->version}, {"hash", lib->hash}, {"path", lib->path}});
-  json start = {{"kind", "run"},
+  json start = {{"kind", kind},
                 {"time", ledger::utc_timestamp()},
                 {"config_hash", config.hash()},
                 {"components",
                  {{"task", config.task.plugin},
                   {"architecture", config.architecture.plugin},
                   {"optimizer", config.optimizer.plugin}}},
-                {"seeds", seeds_json(seeds, config.run.seed_streams)},
-                {"environment", environment(host, config.run.threads, config.run.device)},
+                {"environment", env},
                 {"plugins", plugins},
                 {"host_path", self_path()},
                 {"manifest", provenance.manifest},
                 {"overrides", provenance.overrides},
                 {"status", "started"},
-                {"objects", {{"config", config_object}}}};
+                {"objects", {{"config", ledger.objects().put(config.canonical())}}}};
+  if (std::string(kind) == "run")
+    start["seeds"] = seeds_json(derive_seeds(config.run.seed, config.run.seed_streams), config.run.seed_streams);
   if (!provenance.sweep.empty()) start["sweep"] = provenance.sweep;
   if (!provenance.sweep.empty() && provenance.sweep_child >= 0) start["sweep_child"] = provenance.sweep_child;
-  const std::string run_id = ledger.append(start);
+  return start;
+}
+
+}  // namespace
+
+RunOutcome run_recorded(const ResolvedConfig& config, const PluginHost& host, ledger::Ledger& ledger,
+                        const Provenance& provenance, TrainObserver* progress) {
+  if (config.run.ensemble > 1)
+    throw std::invalid_argument("run.ensemble = " + std::to_string(config.run.ensemble) +
+                                ": an ensemble is recorded by run_ensemble_recorded()");
+  const std::string run_id = ledger.append(
+      start_entry("run", config, host, ledger, provenance, environment(host, config.run.threads, config.run.device)));
   Recorder recorder(ledger, run_id, progress);
   return train_and_record(config, host, ledger, run_id, recorder, {});
 }
@@ -367,6 +405,11 @@ RunOutcome run_recorded(const ResolvedConfig& config, const PluginHost& host, le
 RunOutcome resume_recorded(const std::string& run, const PluginHost& host, const Composer& composer,
                            ledger::Ledger& ledger, TrainObserver* progress) {
   RunRecord rec = load_run(ledger, run);
+  if (const std::string ens = json_str(rec.start.json, "ensemble"); !ens.empty())
+    throw std::runtime_error("run " + rec.start.id.substr(0, 12) + " is member " +
+                             std::to_string(rec.start.json.at("member").get<int64_t>()) + " of ensemble " +
+                             ens.substr(0, 12) + ", which resumes as a whole (groklab run --resume " +
+                             ens.substr(0, 12) + ")");
   const std::string status = rec.status();
   if (status == "finished")
     throw std::runtime_error("run " + rec.start.id.substr(0, 12) + " already finished; nothing to resume");
@@ -379,19 +422,8 @@ RunOutcome resume_recorded(const std::string& run, const PluginHost& host, const
   TrainPlan plan;
   int64_t from = 0;
   if (!rec.checkpoints.empty()) {
-    const auto& last = rec.checkpoints.back().json;
-    from = last.at("step").get<int64_t>();
-    plan.resume_from = ledger.objects().get(last.at("objects").at("checkpoint").get<std::string>());
-    recorder.series_ = json::parse(ledger.objects().get(last.at("objects").at("series").get<std::string>()));
-    for (const auto& c : rec.checkpoints)
-      recorder.checkpoints_.push_back({{"step", c.json.at("step")},
-                                       {"params_hash", c.json.at("params_hash")},
-                                       {"object", c.json.at("objects").at("checkpoint")}});
-    recorder.last_params_hash_ = json_str(last, "params_hash");
-    if (!recorder.series_.empty()) {
-      for (auto& [k, v] : recorder.series_.back().at("values").items())
-        if (v.is_number()) recorder.last_metrics_[k] = v.get<double>();
-    }
+    from = rec.checkpoints.back().json.at("step").get<int64_t>();
+    plan.resume_from = recorder_at(recorder, ledger, rec, from);
   }
   ledger.append({{"kind", "resume"},
                  {"run", rec.start.id},
@@ -487,7 +519,8 @@ std::string ReplayReport::summary() const {
     os << "note: binaries differ from the recorded run, so bit-exactness is not promised:\n";
     for (const auto& d : binary_diff) os << "  " << d << "\n";
   }
-  os << (mode == "full" ? "replay" : "spot-check") << " of run " << run_id.substr(0, 12) << ": ";
+  os << (mode == "full" ? "replay" : "spot-check") << (member_replays.empty() ? " of run " : " of ensemble ")
+     << run_id.substr(0, 12) << ": ";
   os << (identical ? "bit-identical" : "DIVERGED") << " (" << checkpoints_compared << " checkpoints, "
      << metrics_compared << " metric values compared";
   if (!intervals.empty()) {
@@ -506,9 +539,17 @@ std::string ReplayReport::summary() const {
   return os.str();
 }
 
+namespace {
+ReplayReport replay_ensemble(const std::string& id, const PluginHost& host, const Composer& composer,
+                             ledger::Ledger& ledger, int64_t spot_check, std::optional<uint64_t> seed,
+                             const std::vector<std::string>& overrides, TrainObserver* progress);
+}  // namespace
+
 ReplayReport replay_recorded(const std::string& run, const PluginHost& host, const Composer& composer,
                              ledger::Ledger& ledger, int64_t spot_check, std::optional<uint64_t> seed,
                              const std::vector<std::string>& overrides, TrainObserver* progress) {
+  if (const std::string ens = ensemble_of(ledger, run); !ens.empty())
+    return replay_ensemble(ens, host, composer, ledger, spot_check, seed, overrides, progress);
   RunRecord rec = load_run(ledger, run);
   if (rec.status() != "finished")
     throw std::runtime_error("run " + rec.start.id.substr(0, 12) + " has status '" + rec.status() +
@@ -584,5 +625,364 @@ ReplayReport replay_recorded(const std::string& run, const PluginHost& host, con
   report.replay_id = ledger.append(entry);
   return report;
 }
+
+namespace {
+
+// The steps of the members of an ensemble reach progress once, whichever
+// member reports them (members stop at different steps).
+class GroupProgress final : public TrainObserver {
+ public:
+  explicit GroupProgress(TrainObserver* to) : to_(to) {}
+  void on_step(int64_t step, double loss) override {
+    if (to_ && step > last_step_) to_->on_step(last_step_ = step, loss);
+  }
+  void on_eval(int64_t step, const std::map<std::string, double>& values) override {
+    if (to_ && step > last_eval_) to_->on_eval(last_eval_ = step, values);
+  }
+  void on_checkpoint(const Checkpoint&) override {}
+
+ private:
+  TrainObserver* to_;
+  int64_t last_step_ = 0, last_eval_ = 0;
+};
+
+// An ensemble as the ledger has it.
+struct EnsembleRecord {
+  ledger::Entry start;                    // the "ensemble" entry
+  std::vector<RunRecord> members;         // by member index
+  std::optional<ledger::Entry> result;    // the last "ensemble_result"
+};
+
+EnsembleRecord load_ensemble(const ledger::Ledger& ledger, const std::string& id) {
+  EnsembleRecord rec;
+  bool found = false;
+  ledger.for_each_entry([&](const ledger::Entry& e) {
+    if (e.id == id) {
+      rec.start = e;
+      found = true;
+    } else if (json_str(e.json, "kind") == "ensemble_result" && json_str(e.json, "ensemble") == id) {
+      rec.result = e;
+    }
+    return true;
+  });
+  if (!found || json_str(rec.start.json, "kind") != "ensemble")
+    throw std::runtime_error("no ensemble entry " + id.substr(0, 12) + " in the ledger");
+  const int64_t S = rec.start.json.at("members").get<int64_t>();
+  rec.members.resize(static_cast<size_t>(S));
+  std::vector<bool> seen(static_cast<size_t>(S), false);
+  for (auto& r : load_runs(ledger)) {
+    if (json_str(r.start.json, "ensemble") != id) continue;
+    const int64_t m = r.start.json.at("member").get<int64_t>();
+    if (m < 0 || m >= S) throw std::runtime_error("ensemble " + id.substr(0, 12) + ": a run names member " +
+                                                  std::to_string(m) + " of " + std::to_string(S));
+    seen[static_cast<size_t>(m)] = true;
+    rec.members[static_cast<size_t>(m)] = std::move(r);
+  }
+  for (int64_t m = 0; m < S; ++m)
+    if (!seen[static_cast<size_t>(m)])
+      throw std::runtime_error("ensemble " + id.substr(0, 12) + " has no run entry for member " + std::to_string(m) +
+                               " (it was killed while recording its members): start it again");
+  return rec;
+}
+
+ResolvedConfig ensemble_config(const EnsembleRecord& rec, const ledger::Ledger& ledger, const Composer& composer,
+                               const std::vector<std::string>& overrides) {
+  const std::string text = ledger.objects().get(rec.start.json.at("objects").at("config").get<std::string>());
+  return composer.compose_string(text, "<ledger ensemble " + rec.start.id.substr(0, 12) + ">", overrides);
+}
+
+// The step at which member rec stopped training, as far as its checkpoints
+// tell: its result's steps when it finished, else the step of its last
+// checkpoint if the run's stop rule (last step, or the stop metric reached
+// there) says it stopped; otherwise it was still training (INT64_MAX).
+int64_t stopped_at(const RunRecord& rec, const ledger::Ledger& ledger, const ResolvedConfig& config) {
+  if (rec.result && json_str(rec.result->json, "status") == "finished") return rec.result->json.at("steps").get<int64_t>();
+  if (rec.checkpoints.empty()) return INT64_MAX;
+  const json& last = rec.checkpoints.back().json;
+  const int64_t step = last.at("step").get<int64_t>();
+  if (step >= config.run.steps) return step;
+  if (config.run.stop_metric.empty()) return INT64_MAX;
+  json series = json::parse(ledger.objects().get(last.at("objects").at("series").get<std::string>()));
+  if (series.empty() || series.back().at("step").get<int64_t>() != step) return INT64_MAX;
+  const json& values = series.back().at("values");
+  auto it = values.find(config.run.stop_metric);
+  return it != values.end() && it->is_number() && it->get<double>() >= config.run.stop_threshold ? step : INT64_MAX;
+}
+
+// Where each member starts when the ensemble restarts at step R: from its
+// checkpoint at R (or its last one, if it had stopped by then).
+void members_at(TrainPlan& plan, std::vector<std::unique_ptr<Recorder>>* recorders, const EnsembleRecord& rec,
+                const std::vector<int64_t>& stops, const ledger::Ledger& ledger, int64_t R) {
+  plan.member_resume.clear();
+  plan.member_stopped.clear();
+  if (R == 0) return;  // a fresh start for all
+  for (size_t s = 0; s < rec.members.size(); ++s) {
+    const RunRecord& m = rec.members[s];
+    const bool stopped = stops[s] <= R;
+    const int64_t at = stopped ? stops[s] : R;
+    Recorder scratch(const_cast<ledger::Ledger&>(ledger), m.start.id, nullptr);
+    Recorder& r = recorders ? *(*recorders)[s] : scratch;
+    plan.member_resume.push_back(recorder_at(r, ledger, m, at));
+    plan.member_stopped.push_back(stopped);
+  }
+}
+
+// Trains an ensemble per plan with one recorder per member, and records each
+// member's result and the ensemble's.
+EnsembleOutcome train_ensemble_and_record(const ResolvedConfig& config, const PluginHost& host,
+                                          ledger::Ledger& ledger, const std::string& ensemble_id,
+                                          const std::vector<std::string>& run_ids,
+                                          std::vector<std::unique_ptr<Recorder>>& recorders, const TrainPlan& plan) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  std::vector<TrainObserver*> obs;
+  for (auto& r : recorders) obs.push_back(r.get());
+  auto record_end = [&](const std::string& status, const std::vector<int64_t>& steps, const std::string& error) {
+    EnsembleOutcome out;
+    out.ensemble_id = ensemble_id;
+    out.status = status;
+    json results = json::array();
+    for (size_t s = 0; s < recorders.size(); ++s) {
+      json r = result_entry(run_ids[s], status, *recorders[s], ledger, seconds(), steps[s]);
+      if (!error.empty()) r["error"] = error;
+      RunOutcome o;
+      o.run_id = run_ids[s];
+      o.result_id = ledger.append(r);
+      o.status = status;
+      o.steps = steps[s];
+      o.params_hash = recorders[s]->last_params_hash_;
+      o.final_metrics = recorders[s]->last_metrics_;
+      results.push_back(o.result_id);
+      out.members.push_back(std::move(o));
+    }
+    json e = {{"kind", "ensemble_result"}, {"ensemble", ensemble_id}, {"time", ledger::utc_timestamp()},
+              {"status", status},          {"wall_seconds", seconds()}, {"members", run_ids},
+              {"results", results}};
+    if (!error.empty()) e["error"] = error;
+    out.result_id = ledger.append(e);
+    return out;
+  };
+  auto last_steps = [&] {
+    std::vector<int64_t> steps;
+    for (auto& r : recorders) steps.push_back(r->last_step_);
+    return steps;
+  };
+  std::vector<int64_t> steps;
+  try {
+    Trainer trainer(config, host.registry());
+    steps = trainer.run_ensemble(obs, plan);
+  } catch (const Interrupted&) {
+    record_end("interrupted", last_steps(), "");
+    throw;
+  } catch (const std::exception& e) {
+    try {
+      record_end("failed", last_steps(), e.what());
+    } catch (const std::exception&) {
+      // The ledger itself failed (disk full?): the original error matters more.
+    }
+    throw;
+  }
+  return record_end("finished", steps, "");
+}
+
+}  // namespace
+
+std::string ensemble_of(const ledger::Ledger& ledger, const std::string& entry) {
+  const std::string full = ledger.resolve(entry);
+  std::string run_id, found_kind;
+  json found;
+  ledger.for_each_entry([&](const ledger::Entry& e) {
+    if (e.id == full) {
+      found = e.json;
+      return false;
+    }
+    return true;
+  });
+  const std::string kind = json_str(found, "kind");
+  if (kind == "ensemble") return full;
+  if (kind == "ensemble_result") return json_str(found, "ensemble");
+  if (kind == "run") return json_str(found, "ensemble");
+  run_id = json_str(found, "run");
+  if (run_id.empty()) return "";
+  std::string ens;
+  ledger.for_each_entry([&](const ledger::Entry& e) {
+    if (e.id == run_id) {
+      ens = json_str(e.json, "ensemble");
+      return false;
+    }
+    return true;
+  });
+  return ens;
+}
+
+EnsembleOutcome run_ensemble_recorded(const ResolvedConfig& config, const PluginHost& host, ledger::Ledger& ledger,
+                                      const Provenance& provenance, TrainObserver* progress) {
+  const int64_t S = config.run.ensemble;
+  if (S < 2) throw std::invalid_argument("run_ensemble_recorded: run.ensemble is " + std::to_string(S) + ", not > 1");
+  const json env = environment(host, config.run.threads, config.run.device);
+  json start = start_entry("ensemble", config, host, ledger, provenance, env);
+  start["members"] = S;
+  json seeds = json::array();
+  for (int64_t s = 0; s < S; ++s) seeds.push_back(Trainer::member_config(config, s).run.seed);
+  start["member_seeds"] = seeds;
+  const std::string ensemble_id = ledger.append(start);
+  std::vector<std::string> run_ids;
+  for (int64_t s = 0; s < S; ++s) {
+    json member = start_entry("run", Trainer::member_config(config, s), host, ledger, provenance, env);
+    member["ensemble"] = ensemble_id;
+    member["member"] = s;
+    run_ids.push_back(ledger.append(member));
+  }
+  GroupProgress group(progress);
+  std::vector<std::unique_ptr<Recorder>> recorders;
+  for (const auto& id : run_ids) recorders.push_back(std::make_unique<Recorder>(ledger, id, &group));
+  return train_ensemble_and_record(config, host, ledger, ensemble_id, run_ids, recorders, {});
+}
+
+EnsembleOutcome resume_ensemble_recorded(const std::string& entry, const PluginHost& host, const Composer& composer,
+                                         ledger::Ledger& ledger, TrainObserver* progress) {
+  const std::string id = ensemble_of(ledger, entry);
+  if (id.empty()) throw std::runtime_error("entry " + entry + " belongs to no ensemble");
+  EnsembleRecord rec = load_ensemble(ledger, id);
+  if (rec.result && json_str(rec.result->json, "status") == "finished")
+    throw std::runtime_error("ensemble " + id.substr(0, 12) + " already finished; nothing to resume");
+  ResolvedConfig config = ensemble_config(rec, ledger, composer, {});
+  if (config.hash() != json_str(rec.start.json, "config_hash"))
+    throw std::runtime_error("ensemble " + id.substr(0, 12) +
+                             ": its recorded config no longer resolves to the recorded hash "
+                             "(a plugin's schema changed); cannot resume it bit-exactly");
+  // Restart where every member still training has a checkpoint: the least
+  // of their last checkpoint steps (checkpoints share the cadence).
+  std::vector<int64_t> stops;
+  int64_t R = INT64_MAX;
+  for (const auto& m : rec.members) {
+    stops.push_back(stopped_at(m, ledger, config));
+    if (stops.back() != INT64_MAX) continue;
+    R = std::min<int64_t>(R, m.checkpoints.empty() ? 0 : m.checkpoints.back().json.at("step").get<int64_t>());
+  }
+  if (R == INT64_MAX) R = *std::max_element(stops.begin(), stops.end());  // all had stopped
+  GroupProgress group(progress);
+  std::vector<std::unique_ptr<Recorder>> recorders;
+  std::vector<std::string> run_ids;
+  for (const auto& m : rec.members) {
+    run_ids.push_back(m.start.id);
+    recorders.push_back(std::make_unique<Recorder>(ledger, m.start.id, &group));
+  }
+  TrainPlan plan;
+  members_at(plan, &recorders, rec, stops, ledger, R);
+  const json env = environment(host, config.run.threads, config.run.device);
+  for (const auto& m : rec.members)
+    ledger.append({{"kind", "resume"},
+                   {"run", m.start.id},
+                   {"time", ledger::utc_timestamp()},
+                   {"from_step", R},
+                   {"previous_status", m.status()},
+                   {"ensemble", id},
+                   {"environment", env}});
+  return train_ensemble_and_record(config, host, ledger, id, run_ids, recorders, plan);
+}
+
+namespace {
+
+// replay_recorded() of an ensemble: trains it again, all members at once,
+// comparing each against its record.
+ReplayReport replay_ensemble(const std::string& id, const PluginHost& host, const Composer& composer,
+                             ledger::Ledger& ledger, int64_t spot_check, std::optional<uint64_t> seed,
+                             const std::vector<std::string>& overrides, TrainObserver* progress) {
+  EnsembleRecord rec = load_ensemble(ledger, id);
+  for (const auto& m : rec.members)
+    if (m.status() != "finished")
+      throw std::runtime_error("ensemble " + id.substr(0, 12) + ": member " + std::to_string(m.start.json.at("member").get<int64_t>()) + " has status '" +
+                               m.status() + "': only finished ensembles can be replayed (resume it first)");
+  ResolvedConfig config = ensemble_config(rec, ledger, composer, overrides);
+  ReplayReport report;
+  report.run_id = id;
+  report.mode = spot_check > 0 ? "spot-check" : "full";
+  json env_now = environment(host, config.run.threads, config.run.device);
+  report.env_diff = environment_diff(rec.start.json.at("environment"), env_now);
+  for (const auto& d : report.env_diff)
+    if (d.rfind("host.hash", 0) == 0 || (d.rfind("plugins.", 0) == 0 && d.find(".hash:") != std::string::npos) ||
+        d.find(".version:") != std::string::npos)
+      report.binary_diff.push_back(d);
+
+  GroupProgress group(progress);
+  std::vector<std::unique_ptr<Comparer>> cmps;
+  std::vector<TrainObserver*> obs;
+  std::vector<int64_t> stops;
+  for (const auto& m : rec.members) {
+    const json& result = m.result->json;
+    json series = json::parse(ledger.objects().get(result.at("objects").at("series").get<std::string>()));
+    cmps.push_back(std::make_unique<Comparer>(ledger, series, result.at("checkpoints"), &group));
+    obs.push_back(cmps.back().get());
+    stops.push_back(result.at("steps").get<int64_t>());
+  }
+  // The checkpoint steps of the longest-running member: every member that
+  // trains through an interval has a checkpoint at its ends.
+  size_t longest = 0;
+  for (size_t s = 0; s < stops.size(); ++s)
+    if (stops[s] > stops[longest]) longest = s;
+  std::vector<int64_t> ends;
+  for (const auto& c : rec.members[longest].result->json.at("checkpoints")) ends.push_back(c.at("step").get<int64_t>());
+  std::vector<std::pair<int64_t, int64_t>> intervals;  // (from, to)
+  if (spot_check <= 0) {
+    intervals.emplace_back(0, 0);
+  } else {
+    std::vector<size_t> idx(ends.size());
+    for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+    uint64_t sd = seed ? *seed : std::stoull(id.substr(0, 16), nullptr, 16);
+    std::mt19937_64 rng(sd);
+    for (size_t i = idx.size(); i > 1; --i) std::swap(idx[i - 1], idx[rng() % i]);
+    idx.resize(std::min<size_t>(idx.size(), static_cast<size_t>(spot_check)));
+    std::sort(idx.begin(), idx.end());
+    for (size_t i : idx) intervals.emplace_back(i > 0 ? ends[i - 1] : 0, ends[i]);
+  }
+  bool stopped = false;
+  for (const auto& [from, to] : intervals) {
+    TrainPlan plan;
+    plan.stop_step = to;
+    members_at(plan, nullptr, rec, stops, ledger, from);
+    if (to > 0) report.intervals.push_back(to);
+    try {
+      Trainer trainer(config, host.registry());
+      trainer.run_ensemble(obs, plan);
+    } catch (const Comparer::Stop&) {
+      stopped = true;
+    }
+    if (stopped) break;
+  }
+  for (size_t s = 0; s < cmps.size(); ++s) {
+    report.checkpoints_compared += cmps[s]->checkpoints_compared;
+    report.metrics_compared += cmps[s]->metrics_compared;
+    std::string div = cmps[s]->divergence;
+    if (div.empty() && !cmps[s]->first_metric.empty()) div = "first differing metric: " + cmps[s]->first_metric;
+    if (!div.empty() && report.divergence.empty())
+      report.divergence = "member " + std::to_string(s) + " (run " + rec.members[s].start.id.substr(0, 12) + "): " + div;
+  }
+  report.identical = report.divergence.empty() && report.checkpoints_compared > 0;
+  if (report.checkpoints_compared == 0 && report.divergence.empty())
+    report.divergence = "no recorded checkpoint was compared";
+  for (size_t s = 0; s < cmps.size(); ++s) {
+    const bool same = cmps[s]->divergence.empty() && cmps[s]->first_metric.empty() && !stopped;
+    json entry = {{"kind", "replay"},
+                  {"run", rec.members[s].start.id},
+                  {"ensemble", id},
+                  {"time", ledger::utc_timestamp()},
+                  {"mode", report.mode},
+                  {"outcome", same && report.identical ? "bit-identical" : "diverged"},
+                  {"divergence", report.divergence},
+                  {"checkpoints_compared", cmps[s]->checkpoints_compared},
+                  {"metrics_compared", cmps[s]->metrics_compared},
+                  {"intervals", report.intervals},
+                  {"overrides", overrides},
+                  {"config_hash", config.hash()},
+                  {"environment", env_now},
+                  {"environment_diff", report.env_diff}};
+    report.member_replays.push_back(ledger.append(entry));
+  }
+  report.replay_id = report.member_replays.front();
+  return report;
+}
+
+}  // namespace
 
 }  // namespace groklab

@@ -1,5 +1,6 @@
 #include "groklab/trainer.h"
 
+#include <functional>
 #include <stdexcept>
 
 #include <torch/csrc/jit/serialization/pickle.h>
@@ -36,7 +37,13 @@ std::string tensor_hash(const std::string& name, const torch::Tensor& t) {
 
 c10::impl::GenericDict to_dict(const TensorMap& m) {
   c10::impl::GenericDict d(c10::StringType::get(), c10::TensorType::get());
-  for (const auto& [k, v] : m) d.insert(k, v.detach().to(torch::kCPU).contiguous());
+  for (const auto& [k, v] : m) {
+    torch::Tensor t = v.detach().to(torch::kCPU).contiguous();
+    // A slice of a larger tensor (an ensemble member's) pickles its whole
+    // storage: write only its own bytes.
+    if (t.storage().nbytes() != t.nbytes()) t = t.clone();
+    d.insert(k, t);
+  }
   return d;
 }
 
@@ -141,51 +148,95 @@ void set_threads(int64_t threads) {
   at::set_num_threads(static_cast<int>(threads));
 }
 
-struct Trainer::Impl {
-  ResolvedConfig cfg;
+namespace {
+
+// f(), with what the error is about in front of its message; a factory that
+// returns nothing is an error.
+template <typename F>
+auto guarded(const std::string& what, F&& f) {
+  try {
+    auto r = f();
+    if (!r) throw std::runtime_error("its factory returned nothing");
+    return r;
+  } catch (const std::exception& e) {
+    throw std::runtime_error(what + ": " + e.what());
+  }
+}
+
+// One run's state: the whole run when training singly, one member of an
+// ensemble otherwise (its model then lives on its slice of the ensemble's
+// tensors, see bind_members()).
+struct Member {
   Seeds seeds;
   std::shared_ptr<Task> task;
   std::shared_ptr<Model> model;
   std::shared_ptr<Optimizer> optimizer;
   std::vector<std::shared_ptr<Metric>> metrics;
   std::string train_split;
-  torch::Device device = torch::Device(torch::kCPU);  // where the model and batches live
   torch::Generator order_gen;
   torch::Tensor perm;  // current epoch's order (minibatches only)
   int64_t cursor = 0;  // next position in perm
   Batch full_batch;    // cached when training full-batch
+  Batch last_batch;    // the batch of the last step (an ensemble feeds it to a stopped member)
+  int64_t step = 0;    // steps trained
+  bool stopped = false;  // reached its stop metric (an ensemble member trains no further)
+  // An ensemble member's dropout stream: torch's default generator state that
+  // a single run of it would have (ensembles draw no dropout), for checkpoints.
+  torch::Tensor dropout_state;
+  TensorMap params_before, gradients;  // at evaluated steps, before the update (EvalContext)
+  TensorMap initial_params;            // at step 0 (EvalContext)
+  // Each of its parameters with the ensemble's stacked parameter it is a slice of.
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> slices;
+};
+
+}  // namespace
+
+struct Trainer::Impl {
+  ResolvedConfig cfg;
+  std::vector<Member> members;  // one unless run.ensemble > 1
+  std::shared_ptr<Model> ensemble;  // the batched model of an ensemble
+  torch::Device device = torch::Device(torch::kCPU);  // where the model and batches live
   int64_t step = 0;
   bool loss_float64 = true;  // the training loss on logits cast to double (see trainer.h)
   std::vector<int64_t> metric_every;  // per metric, its `every` (0: run.eval_every)
-  TensorMap params_before, gradients;  // at evaluated steps, before the update (EvalContext)
 
-  TensorMap model_state() const {
+  static TensorMap model_state(const Model& model) {
     TensorMap m;
-    for (const auto& p : model->named_parameters(true)) m[p.key()] = p.value();
-    for (const auto& b : model->named_buffers(true)) m[b.key()] = b.value();
+    for (const auto& p : model.named_parameters(true)) m[p.key()] = p.value();
+    for (const auto& b : model.named_buffers(true)) m[b.key()] = b.value();
     return m;
   }
 
-  Batch next_batch() {
-    const int64_t n = task->size(train_split);
+  Batch next_batch(Member& m) {
+    const int64_t n = m.task->size(m.train_split);
     const int64_t bs = cfg.run.batch_size;
     if (bs == 0 || bs >= n) {
-      if (!full_batch.inputs.defined()) full_batch = on_device(task->batch(train_split, torch::arange(n)));
-      return full_batch;
+      if (!m.full_batch.inputs.defined()) m.full_batch = on_device(m.task->batch(m.train_split, torch::arange(n)));
+      return m.full_batch;
     }
-    if (!perm.defined() || cursor + bs > n) {
-      perm = torch::randperm(n, order_gen, torch::kLong);
-      cursor = 0;
+    if (!m.perm.defined() || m.cursor + bs > n) {
+      m.perm = torch::randperm(n, m.order_gen, torch::kLong);
+      m.cursor = 0;
     }
-    auto idx = perm.narrow(0, cursor, bs);
-    cursor += bs;
-    return on_device(task->batch(train_split, idx));
+    auto idx = m.perm.narrow(0, m.cursor, bs);
+    m.cursor += bs;
+    return on_device(m.task->batch(m.train_split, idx));
   }
 
   // Tasks make batches on the CPU (their order stream is a CPU generator).
   Batch on_device(Batch b) const {
     if (device.is_cpu()) return b;
     return {b.inputs.to(device), b.targets.to(device)};
+  }
+
+  // The mean cross-entropy of logits [B, L, C] against the batch's last L
+  // target positions (-1 ignored).
+  torch::Tensor loss_of(const torch::Tensor& logits, const Batch& b) const {
+    const int64_t L = logits.size(1);
+    auto targets = b.targets.narrow(1, b.targets.size(1) - L, L).reshape({-1});
+    auto flat = logits.reshape({-1, logits.size(2)});
+    return torch::nn::functional::cross_entropy(loss_float64 ? flat.to(torch::kDouble) : flat, targets,
+                                                torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-1));
   }
 
   // The generator states a run's bits depend on: torch's default (CPU) one
@@ -208,61 +259,64 @@ struct Trainer::Impl {
 
   // Whether any evaluation happens at this step (eval_every when there are no metrics).
   bool eval_due(bool last_step) const {
-    if (metrics.empty()) return last_step || step % cfg.run.eval_every == 0;
-    for (size_t i = 0; i < metrics.size(); ++i)
+    if (metric_every.empty()) return last_step || step % cfg.run.eval_every == 0;
+    for (size_t i = 0; i < metric_every.size(); ++i)
       if (metric_due(i, last_step)) return true;
     return false;
   }
 
-  // Runs the metrics due at this step; all_ran tells whether every metric ran.
-  // Torch's default generator (the dropout stream) is restored afterwards, so
-  // metrics cannot shift training.
-  std::map<std::string, double> evaluate(bool last_step, bool& all_ran) {
+  // Runs member m's metrics due at this step; all_ran tells whether every
+  // metric ran. Torch's default generator (the dropout stream) is restored
+  // afterwards, so metrics cannot shift training.
+  std::map<std::string, double> evaluate(Member& m, bool last_step, bool& all_ran) {
     std::map<std::string, double> out;
     torch::NoGradGuard no_grad;
-    model->eval();
+    m.model->eval();
     const auto rng = rng_states();
     all_ran = true;
-    for (size_t i = 0; i < metrics.size(); ++i) {
+    for (size_t i = 0; i < m.metrics.size(); ++i) {
       if (!metric_due(i, last_step)) {
         all_ran = false;
         continue;
       }
       EvalContext ctx;
-      ctx.model = model.get();
-      ctx.task = task.get();
+      ctx.model = m.model.get();
+      ctx.task = m.task.get();
       ctx.step = step;
-      ctx.seed = seeds.metric ^ (static_cast<uint64_t>(step) * 0x9E3779B97F4A7C15ull);
-      if (!params_before.empty()) {
-        ctx.params_before = &params_before;
-        ctx.gradients = &gradients;
+      ctx.seed = m.seeds.metric ^ (static_cast<uint64_t>(step) * 0x9E3779B97F4A7C15ull);
+      if (!m.params_before.empty()) {
+        ctx.params_before = &m.params_before;
+        ctx.gradients = &m.gradients;
       }
-      for (const auto& [k, v] : metrics[i]->evaluate(ctx)) {
+      ctx.initial_params = &m.initial_params;
+      for (const auto& [k, v] : m.metrics[i]->evaluate(ctx)) {
         if (!out.emplace(k, v).second)
           throw std::runtime_error("metrics." + std::to_string(i) + " (" + cfg.metrics[i].plugin +
                                    ") reports '" + k + "', which an earlier metric already reported");
       }
     }
     set_rng_states(rng);
-    model->train();
+    m.model->train();
     return out;
   }
 
   // Keeps this step's parameters and gradients (before the update) for the metrics.
-  void snapshot_before_update() {
-    params_before.clear();
-    gradients.clear();
+  static void snapshot_before_update(Member& m) {
+    m.params_before.clear();
+    m.gradients.clear();
     torch::NoGradGuard no_grad;
-    for (const auto& p : model->named_parameters(true)) {
-      params_before[p.key()] = p.value().detach().clone();
-      if (p.value().grad().defined()) gradients[p.key()] = p.value().grad().detach().clone();
+    for (const auto& p : m.model->named_parameters(true)) {
+      m.params_before[p.key()] = p.value().detach().clone();
+      if (p.value().grad().defined()) m.gradients[p.key()] = p.value().grad().detach().clone();
     }
   }
 
-  Checkpoint checkpoint() const {
+  // A single run's checkpoint of member m (an ensemble member's restores as
+  // a single run of its member config).
+  Checkpoint checkpoint(const Member& m) const {
     Checkpoint c;
-    c.step = step;
-    TensorMap state = model_state();
+    c.step = m.step;
+    TensorMap state = model_state(*m.model);
     ledger::Hasher all;
     for (const auto& [name, t] : state) {
       std::string h = tensor_hash(name, t);
@@ -272,16 +326,17 @@ struct Trainer::Impl {
     c.params_hash = all.hex();
 
     c10::impl::GenericDict rng(c10::StringType::get(), c10::TensorType::get());
-    for (const auto& [name, gen_state] : rng_states()) rng.insert(name, gen_state);
-    rng.insert("order", order_gen.get_state());
+    for (const auto& [name, gen_state] : rng_states())
+      rng.insert(name, name == "torch_default" && m.dropout_state.defined() ? m.dropout_state : gen_state);
+    rng.insert("order", m.order_gen.get_state());
     c10::impl::GenericDict data(c10::StringType::get(), c10::AnyType::get());
-    data.insert("perm", perm.defined() ? perm : torch::empty({0}, torch::kLong));
-    data.insert("cursor", cursor);
+    data.insert("perm", m.perm.defined() ? m.perm : torch::empty({0}, torch::kLong));
+    data.insert("cursor", m.cursor);
     c10::impl::GenericDict d(c10::StringType::get(), c10::AnyType::get());
     d.insert("format", std::string(kCheckpointFormat));
-    d.insert("step", step);
+    d.insert("step", m.step);
     d.insert("model", to_dict(state));
-    d.insert("optimizer", to_dict(optimizer->state()));
+    d.insert("optimizer", to_dict(m.optimizer->state()));
     d.insert("rng", rng);
     d.insert("data", data);
     auto bytes = torch::pickle_save(d);
@@ -289,13 +344,13 @@ struct Trainer::Impl {
     return c;
   }
 
-  void restore(const std::string& bytes) {
+  void restore(Member& m, const std::string& bytes) {
     auto d = load_checkpoint(bytes);
-    step = d.at("step").toInt();
+    m.step = d.at("step").toInt();
     TensorMap saved = from_dict(d.at("model"));
     {
       torch::NoGradGuard no_grad;
-      for (auto& [name, t] : model_state()) {
+      for (auto& [name, t] : model_state(*m.model)) {
         auto it = saved.find(name);
         if (it == saved.end()) throw std::runtime_error("checkpoint has no tensor '" + name + "'");
         if (it->second.sizes() != t.sizes())
@@ -303,27 +358,100 @@ struct Trainer::Impl {
         t.copy_(it->second);
       }
     }
-    optimizer->load_state(to_device(from_dict(d.at("optimizer")), device));
+    m.optimizer->load_state(to_device(from_dict(d.at("optimizer")), device));
     auto rng = d.at("rng").toGenericDict();
-    std::vector<std::pair<std::string, torch::Tensor>> states = {{"torch_default", rng.at("torch_default").toTensor()}};
-    if (device.is_cuda()) {
-      if (!rng.contains("cuda_default"))
-        throw std::runtime_error("checkpoint has no CUDA generator state: it was not written by a CUDA run");
-      states.emplace_back("cuda_default", rng.at("cuda_default").toTensor());
+    const torch::Tensor dropout_state = rng.at("torch_default").toTensor();
+    if (ensemble) {
+      m.dropout_state = dropout_state;  // an ensemble's members draw no dropout
+    } else {
+      set_generator_state(default_generator(), dropout_state);
+      if (device.is_cuda()) {
+        if (!rng.contains("cuda_default"))
+          throw std::runtime_error("checkpoint has no CUDA generator state: it was not written by a CUDA run");
+        set_generator_state(cuda_generator(device), rng.at("cuda_default").toTensor());
+      }
     }
-    set_rng_states(states);
-    order_gen.set_state(rng.at("order").toTensor());
+    m.order_gen.set_state(rng.at("order").toTensor());
     auto data = d.at("data").toGenericDict();
     auto p = data.at("perm").toTensor();
-    perm = p.numel() > 0 ? p : torch::Tensor();
-    cursor = data.at("cursor").toInt();
+    m.perm = p.numel() > 0 ? p : torch::Tensor();
+    m.cursor = data.at("cursor").toInt();
+  }
+
+  // Builds member s (the whole run when s is the only one) from the registry.
+  Member build_member(const ResolvedConfig& config, const Architecture& arch,
+                      const std::function<const Component*(Kind, const std::string&)>& find) {
+    Member m;
+    m.seeds = derive_seeds(config.run.seed, config.run.seed_streams);
+    m.task = guarded("task " + config.task.plugin,
+                     [&] { return find(Kind::Task, config.task.plugin)->make_task(config.task.params); });
+    m.optimizer = guarded("optimizer " + config.optimizer.plugin, [&] {
+      return find(Kind::Optimizer, config.optimizer.plugin)->make_optimizer(config.optimizer.params);
+    });
+    for (size_t i = 0; i < config.metrics.size(); ++i) {
+      const auto& mc = config.metrics[i];
+      m.metrics.push_back(guarded("metrics." + std::to_string(i) + " " + mc.plugin,
+                                  [&] { return find(Kind::Metric, mc.plugin)->make_metric(mc.params); }));
+    }
+    // Each purpose draws from its own stream, in a fixed order.
+    guarded("task " + config.task.plugin, [&] {
+      m.task->prepare(m.seeds.split);
+      return true;
+    });
+    auto splits = m.task->splits();
+    if (splits.empty()) throw std::runtime_error("task " + config.task.plugin + " has no splits");
+    m.train_split = splits.front();
+    torch::manual_seed(m.seeds.init);
+    m.model = guarded("architecture " + config.architecture.plugin, [&] { return arch.build(m.task->spec()); });
+    // Initialised on the CPU from the init stream, so the initial bits do not
+    // depend on the device; then moved.
+    if (!device.is_cpu()) m.model->to(device);
+    m.order_gen = torch::make_generator<at::CPUGeneratorImpl>(m.seeds.order);
+    return m;
+  }
+
+  // Hands member m's parameters to its optimizer and keeps θ₀.
+  static void attach(Member& m) {
+    std::vector<std::pair<std::string, torch::Tensor>> params;
+    for (const auto& p : m.model->named_parameters(true)) params.emplace_back(p.key(), p.value());
+    m.optimizer->attach(params);
+    torch::NoGradGuard no_grad;
+    for (const auto& [name, t] : params) m.initial_params[name] = t.detach().clone();
+  }
+
+  // After an evaluation of member m: whether its stop metric is reached.
+  bool reached_stop(const std::map<std::string, double>& values, bool all_ran) const {
+    if (cfg.run.stop_metric.empty()) return false;
+    auto it = values.find(cfg.run.stop_metric);
+    if (it == values.end() && all_ran)
+      throw std::runtime_error("run.stop_metric = \"" + cfg.run.stop_metric +
+                               "\" is not reported by any metric (check [[metrics]])");
+    // Absent while its metric is on another cadence.
+    return it != values.end() && it->second >= cfg.run.stop_threshold;
+  }
+
+  // What follows member m's update at this step: evaluation, early stop,
+  // checkpoint. Returns whether m stops here.
+  bool after_update(Member& m, TrainObserver& obs, bool eval_now, int64_t last, int64_t stop) {
+    bool done = step == last;
+    if (eval_now) {
+      bool all_ran = true;
+      auto values = evaluate(m, done, all_ran);
+      m.params_before.clear();
+      m.gradients.clear();
+      obs.on_eval(step, values);
+      // Early stop is part of the config, so a replay stops at the same step.
+      if (reached_stop(values, all_ran)) done = true;
+    }
+    const int64_t ckpt_every = cfg.run.checkpoint_every;
+    if ((ckpt_every > 0 && step % ckpt_every == 0) || done || step == stop) obs.on_checkpoint(checkpoint(m));
+    return done;
   }
 };
 
 Trainer::Trainer(const ResolvedConfig& config, const Registry& registry) : impl_(new Impl) {
   auto& m = *impl_;
   m.cfg = config;
-  m.seeds = derive_seeds(config.run.seed, config.run.seed_streams);
   set_threads(config.run.threads);
   m.device = training_device(config.run.device);
   if (m.device.is_cuda()) make_cuda_deterministic();
@@ -334,101 +462,163 @@ Trainer::Trainer(const ResolvedConfig& config, const Registry& registry) : impl_
       throw std::runtime_error(std::string("no ") + to_string(kind) + " component '" + name + "' is loaded");
     return c;
   };
-  auto guarded = [](const std::string& what, auto&& f) {
-    try {
-      auto r = f();
-      if (!r) throw std::runtime_error("its factory returned nothing");
-      return r;
-    } catch (const std::exception& e) {
-      throw std::runtime_error(what + ": " + e.what());
-    }
-  };
-  m.task = guarded("task " + config.task.plugin,
-                   [&] { return find(Kind::Task, config.task.plugin)->make_task(config.task.params); });
   auto arch = guarded("architecture " + config.architecture.plugin, [&] {
     return find(Kind::Architecture, config.architecture.plugin)->make_architecture(config.architecture.params);
   });
-  m.optimizer = guarded("optimizer " + config.optimizer.plugin, [&] {
-    return find(Kind::Optimizer, config.optimizer.plugin)->make_optimizer(config.optimizer.params);
-  });
   m.loss_float64 = config.run.loss_dtype == "float64";
-  for (size_t i = 0; i < config.metrics.size(); ++i) {
-    const auto& mc = config.metrics[i];
-    m.metrics.push_back(guarded("metrics." + std::to_string(i) + " " + mc.plugin,
-                                [&] { return find(Kind::Metric, mc.plugin)->make_metric(mc.params); }));
-    m.metric_every.push_back(mc.params.has("every") ? mc.params.get_int("every") : 0);
-  }
+  for (const auto& mc : config.metrics) m.metric_every.push_back(mc.params.has("every") ? mc.params.get_int("every") : 0);
 
-  // Each purpose draws from its own stream, in a fixed order.
-  guarded("task " + config.task.plugin, [&] {
-    m.task->prepare(m.seeds.split);
-    return true;
-  });
-  auto splits = m.task->splits();
-  if (splits.empty()) throw std::runtime_error("task " + config.task.plugin + " has no splits");
-  m.train_split = splits.front();
-  torch::manual_seed(m.seeds.init);
-  m.model = guarded("architecture " + config.architecture.plugin,
-                    [&] { return arch->build(m.task->spec()); });
-  // Initialised on the CPU from the init stream, so the initial bits do not
-  // depend on the device; then moved.
-  if (!m.device.is_cpu()) m.model->to(m.device);
-  std::vector<std::pair<std::string, torch::Tensor>> params;
-  for (const auto& p : m.model->named_parameters(true)) params.emplace_back(p.key(), p.value());
-  m.optimizer->attach(params);
-  torch::manual_seed(m.seeds.dropout);
-  m.order_gen = torch::make_generator<at::CPUGeneratorImpl>(m.seeds.order);
-  m.model->train();
+  const int64_t S = config.run.ensemble;
+  if (S <= 1) {
+    m.members.push_back(m.build_member(config, *arch, find));
+    Impl::attach(m.members[0]);
+    torch::manual_seed(m.members[0].seeds.dropout);
+    m.members[0].model->train();
+    return;
+  }
+  for (int64_t s = 0; s < S; ++s) {
+    m.members.push_back(m.build_member(member_config(config, s), *arch, find));
+    Member& x = m.members.back();
+    torch::manual_seed(x.seeds.dropout);
+    x.dropout_state = generator_state(default_generator());
+    const Member& first = m.members.front();
+    if (x.task->size(x.train_split) != first.task->size(first.train_split) && config.run.batch_size == 0)
+      throw std::runtime_error("run.ensemble: member " + std::to_string(s) + "'s training split has " +
+                               std::to_string(x.task->size(x.train_split)) + " examples, member 0's " +
+                               std::to_string(first.task->size(first.train_split)) +
+                               "; a full-batch ensemble needs equal training splits");
+  }
+  std::vector<std::shared_ptr<Model>> models;
+  for (const auto& x : m.members) models.push_back(x.model);
+  m.ensemble = guarded("architecture " + config.architecture.plugin + " (run.ensemble = " + std::to_string(S) + ")",
+                             [&]() -> std::shared_ptr<Model> {
+                               auto e = arch->build_ensemble(m.members.front().task->spec(), models);
+                               if (!e)
+                                 throw std::runtime_error("it trains no ensembles (Architecture::build_ensemble); "
+                                                          "use run.ensemble = 1 or a sweep over run.seed");
+                               return e;
+                             });
+  if (!m.device.is_cpu()) {
+    m.ensemble->to(m.device);
+    bind_members(*m.ensemble, models);  // the members' parameters onto the moved tensors
+  }
+  for (auto& x : m.members) {
+    auto stacked = m.ensemble->named_parameters(true);
+    for (const auto& p : x.model->named_parameters(true)) x.slices.emplace_back(p.value(), stacked[p.key()]);
+    Impl::attach(x);
+    x.model->train();
+  }
+  m.ensemble->train();
 }
 
 Trainer::~Trainer() = default;
 
-const Seeds& Trainer::seeds() const { return impl_->seeds; }
+const Seeds& Trainer::seeds() const { return impl_->members.front().seeds; }
+
+int64_t Trainer::members() const { return static_cast<int64_t>(impl_->members.size()); }
+
+const Seeds& Trainer::member_seeds(int64_t member) const { return impl_->members.at(static_cast<size_t>(member)).seeds; }
+
+ResolvedConfig Trainer::member_config(const ResolvedConfig& config, int64_t member) {
+  ResolvedConfig c = config;
+  c.run.seed = config.run.seed + static_cast<uint64_t>(member);
+  c.run.ensemble = 1;
+  return c;
+}
 
 int64_t Trainer::run(TrainObserver& obs, const TrainPlan& plan) {
   auto& m = *impl_;
-  if (!plan.resume_from.empty()) m.restore(plan.resume_from);
+  if (m.ensemble) throw std::logic_error("Trainer::run: run.ensemble > 1 trains with run_ensemble()");
+  Member& x = m.members.front();
+  if (!plan.resume_from.empty()) m.restore(x, plan.resume_from);
+  m.step = x.step;
   const int64_t last = m.cfg.run.steps;
   const int64_t stop = plan.stop_step > 0 ? std::min(plan.stop_step, last) : last;
-  const int64_t ckpt_every = m.cfg.run.checkpoint_every;
   while (m.step < stop) {
-    ++m.step;
-    Batch b = m.next_batch();
-    auto logits = m.model->forward(b.inputs);
-    const int64_t L = logits.size(1);
-    auto targets = b.targets.narrow(1, b.targets.size(1) - L, L).reshape({-1});
-    auto flat = logits.reshape({-1, logits.size(2)});
-    auto loss = torch::nn::functional::cross_entropy(
-        m.loss_float64 ? flat.to(torch::kDouble) : flat, targets,
-        torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-1));
-    m.optimizer->zero_grad();
+    x.step = ++m.step;
+    Batch b = m.next_batch(x);
+    auto loss = m.loss_of(x.model->forward(b.inputs), b);
+    x.optimizer->zero_grad();
     loss.backward();
-    bool done = m.step == last;
-    const bool eval_now = m.eval_due(done);
-    if (eval_now) m.snapshot_before_update();
-    m.optimizer->step(m.step);
+    const bool eval_now = m.eval_due(m.step == last);
+    if (eval_now) Impl::snapshot_before_update(x);
+    x.optimizer->step(m.step);
     obs.on_step(m.step, loss.item<double>());
-    if (eval_now) {
-      bool all_ran = true;
-      auto values = m.evaluate(done, all_ran);
-      m.params_before.clear();
-      m.gradients.clear();
-      obs.on_eval(m.step, values);
-      // Early stop is part of the config, so a replay stops at the same step.
-      if (!m.cfg.run.stop_metric.empty()) {
-        auto it = values.find(m.cfg.run.stop_metric);
-        if (it == values.end() && all_ran)
-          throw std::runtime_error("run.stop_metric = \"" + m.cfg.run.stop_metric +
-                                   "\" is not reported by any metric (check [[metrics]])");
-        // Absent while its metric is on another cadence.
-        if (it != values.end() && it->second >= m.cfg.run.stop_threshold) done = true;
-      }
-    }
-    if ((ckpt_every > 0 && m.step % ckpt_every == 0) || done || m.step == stop)
-      obs.on_checkpoint(m.checkpoint());
-    if (done) break;
+    if (m.after_update(x, obs, eval_now, last, stop)) break;
   }
   return m.step;
+}
+
+std::vector<int64_t> Trainer::run_ensemble(const std::vector<TrainObserver*>& obs, const TrainPlan& plan) {
+  auto& m = *impl_;
+  if (!m.ensemble) throw std::logic_error("Trainer::run_ensemble: this run is no ensemble (run.ensemble = 1)");
+  const size_t S = m.members.size();
+  if (obs.size() != S) throw std::logic_error("Trainer::run_ensemble: one observer per member");
+  if (!plan.member_resume.empty()) {
+    if (plan.member_resume.size() != S || plan.member_stopped.size() != S)
+      throw std::logic_error("Trainer::run_ensemble: member_resume and member_stopped need one entry per member");
+    for (size_t s = 0; s < S; ++s) {
+      m.restore(m.members[s], plan.member_resume[s]);
+      m.members[s].stopped = plan.member_stopped[s];
+    }
+  }
+  m.step = 0;
+  for (const auto& x : m.members) {
+    if (x.stopped) continue;
+    if (m.step != 0 && x.step != m.step)
+      throw std::runtime_error("run.ensemble: the members still training were checkpointed at different steps (" +
+                               std::to_string(m.step) + " and " + std::to_string(x.step) + ")");
+    m.step = x.step;
+  }
+  const int64_t last = m.cfg.run.steps;
+  const int64_t stop = plan.stop_step > 0 ? std::min(plan.stop_step, last) : last;
+  auto training = [&] {
+    for (const auto& x : m.members)
+      if (!x.stopped) return true;
+    return false;
+  };
+  while (m.step < stop && training()) {
+    ++m.step;
+    // Every member's batch, member-major; a stopped member's last one keeps the shapes.
+    std::vector<torch::Tensor> inputs;
+    std::vector<Batch> batches;
+    for (auto& x : m.members) {
+      if (!x.stopped) x.last_batch = m.next_batch(x);
+      batches.push_back(x.last_batch);
+      inputs.push_back(x.last_batch.inputs);
+    }
+    const int64_t B = inputs.front().size(0);
+    auto logits = m.ensemble->forward(torch::cat(inputs));
+    // Each member's loss on its rows; their sum's gradient is each member's own.
+    std::vector<torch::Tensor> losses(S);
+    torch::Tensor total;
+    for (size_t s = 0; s < S; ++s) {
+      if (m.members[s].stopped) continue;
+      losses[s] = m.loss_of(logits.narrow(0, static_cast<int64_t>(s) * B, B), batches[s]);
+      total = total.defined() ? total + losses[s] : losses[s];
+    }
+    for (auto& p : m.ensemble->parameters(true)) p.mutable_grad() = torch::Tensor();
+    for (auto& x : m.members) x.optimizer->zero_grad();
+    total.backward();
+    const bool eval_now = m.eval_due(m.step == last);
+    for (size_t s = 0; s < S; ++s) {
+      Member& x = m.members[s];
+      if (x.stopped) continue;
+      x.step = m.step;
+      for (auto& [param, stacked] : x.slices)
+        if (stacked.grad().defined()) param.mutable_grad() = stacked.grad().select(0, static_cast<int64_t>(s));
+      if (eval_now) Impl::snapshot_before_update(x);
+      x.optimizer->step(m.step);
+      obs[s]->on_step(m.step, losses[s].item<double>());
+    }
+    for (size_t s = 0; s < S; ++s) {
+      Member& x = m.members[s];
+      if (!x.stopped && m.after_update(x, *obs[s], eval_now, last, stop)) x.stopped = true;
+    }
+  }
+  std::vector<int64_t> steps;
+  for (const auto& x : m.members) steps.push_back(x.step);
+  return steps;
 }
 
 int64_t Trainer::checkpoint_step(const std::string& bytes) { return load_checkpoint(bytes).at("step").toInt(); }

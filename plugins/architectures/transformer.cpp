@@ -129,7 +129,17 @@ struct Config {
   double readout_scale;
   bool readout_center;
   bool last_block_at_readout;  // readout = last: the last block only at the last position
+  int64_t members = 0;  // > 0: an ensemble, every tensor stacked on a leading member dimension
 };
+
+// The shape of a tensor of one model, with the ensemble's member dimension
+// in front when S > 0.
+std::vector<int64_t> dims(int64_t S, std::initializer_list<int64_t> shape) {
+  std::vector<int64_t> out;
+  if (S > 0) out.push_back(S);
+  out.insert(out.end(), shape.begin(), shape.end());
+  return out;
+}
 
 // Registers t in m as a parameter, or as a buffer when frozen (the initial copy).
 Tensor add_tensor(torch::nn::Module& m, const std::string& name, Tensor t, bool frozen) {
@@ -137,23 +147,45 @@ Tensor add_tensor(torch::nn::Module& m, const std::string& name, Tensor t, bool 
 }
 
 // y = x Wᵀ + b, as nn.Linear (parameters `weight` [out, in], `bias` [out]).
+// Stacked (S members: [S, out, in], [S, out]): x's rows are member-major
+// ([S·N, …, in]) and each member's rows meet its own weights in one bmm.
 struct Linear : torch::nn::Module {
-  Linear(int64_t in, int64_t out, bool with_bias, bool frozen) {
-    weight = add_tensor(*this, "weight", torch::empty({out, in}), frozen);
-    if (with_bias) bias = add_tensor(*this, "bias", torch::empty({out}), frozen);
+  Linear(int64_t in, int64_t out, bool with_bias, bool frozen, int64_t S) {
+    weight = add_tensor(*this, "weight", torch::empty(dims(S, {out, in})), frozen);
+    if (with_bias) bias = add_tensor(*this, "bias", torch::empty(dims(S, {out})), frozen);
   }
-  Tensor forward(const Tensor& x) const { return at::linear(x, weight, bias); }
+  Tensor forward(const Tensor& x) const {
+    if (weight.dim() == 2) return at::linear(x, weight, bias);
+    const int64_t S = weight.size(0);
+    std::vector<int64_t> shape = x.sizes().vec();
+    const Tensor x3 = x.reshape({S, -1, shape.back()});
+    const Tensor wt = weight.transpose(1, 2);
+    Tensor y = bias.defined() ? at::baddbmm(bias.unsqueeze(1), x3, wt) : at::bmm(x3, wt);
+    shape.back() = weight.size(1);
+    return y.view(shape);
+  }
   Tensor weight, bias;
 };
 
 // nn.LayerNorm over the last dimension (parameters `weight`, `bias`).
+// Stacked: weight and bias [S, d], x member-major.
 struct LayerNorm : torch::nn::Module {
-  LayerNorm(int64_t d, double eps, bool frozen) : d_(d), eps_(eps) {
-    weight = add_tensor(*this, "weight", torch::ones({d}), frozen);
-    bias = add_tensor(*this, "bias", torch::zeros({d}), frozen);
+  LayerNorm(int64_t d, double eps, bool frozen, int64_t S) : d_(d), eps_(eps) {
+    weight = add_tensor(*this, "weight", torch::ones(dims(S, {d})), frozen);
+    bias = add_tensor(*this, "bias", torch::zeros(dims(S, {d})), frozen);
   }
   Tensor forward(const Tensor& x) const {
-    return at::layer_norm(x, {d_}, weight, bias, eps_, /*cudnn_enable=*/true);
+    if (weight.dim() == 1) return at::layer_norm(x, {d_}, weight, bias, eps_, /*cudnn_enable=*/true);
+    // One fused LayerNorm per member: a separate affine step would round
+    // differently from the single model's kernel (forward and backward), and
+    // members are to train bit-identically to their single runs.
+    const int64_t S = weight.size(0);
+    const Tensor x3 = x.reshape({S, -1, d_});
+    std::vector<Tensor> ys;
+    ys.reserve(static_cast<size_t>(S));
+    for (int64_t s = 0; s < S; ++s)
+      ys.push_back(at::layer_norm(x3[s], {d_}, weight[s], bias[s], eps_, /*cudnn_enable=*/true));
+    return at::stack(ys).view(x.sizes());
   }
   Tensor weight, bias;
 
@@ -165,11 +197,57 @@ struct LayerNorm : torch::nn::Module {
 // Multi-head attention with separate q/k/v/out projections; the same ops as
 // F.multi_head_attention_forward in PyTorch 1.13.
 struct Attention : torch::nn::Module {
-  Attention(int64_t d, int64_t heads, bool bias, bool frozen) : d_(d), heads_(heads) {
-    q_proj = register_module("q_proj", std::make_shared<Linear>(d, d, bias, frozen));
-    k_proj = register_module("k_proj", std::make_shared<Linear>(d, d, bias, frozen));
-    v_proj = register_module("v_proj", std::make_shared<Linear>(d, d, bias, frozen));
-    out_proj = register_module("out_proj", std::make_shared<Linear>(d, d, bias, frozen));
+  Attention(int64_t d, int64_t heads, bool bias, bool frozen, int64_t S) : d_(d), heads_(heads) {
+    q_proj = register_module("q_proj", std::make_shared<Linear>(d, d, bias, frozen, S));
+    k_proj = register_module("k_proj", std::make_shared<Linear>(d, d, bias, frozen, S));
+    v_proj = register_module("v_proj", std::make_shared<Linear>(d, d, bias, frozen, S));
+    out_proj = register_module("out_proj", std::make_shared<Linear>(d, d, bias, frozen, S));
+  }
+
+  // forward() of an ensemble (stacked projections): inputs [S, B, T, d],
+  // output [S, B, T_q, d]. Each member's rows are laid out as the
+  // single model lays them out (position-major, [T·B, d], as
+  // nn.MultiheadAttention's [T, B, d]), so every product and every weight
+  // gradient sums in the same order and members train bit-identically to
+  // their single runs.
+  Tensor forward_stacked(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const Tensor& mask) const {
+    const int64_t S = q_in.size(0), B = q_in.size(1), hd = d_ / heads_;
+    // [S, B, T, d] -> [S, T·B, d]
+    auto position_major = [&](const Tensor& x) {
+      return x.transpose(1, 2).reshape({S, x.size(2) * B, d_});
+    };
+    auto project = [&](const Tensor& x, const Tensor& w, const Tensor& b) {
+      const Tensor wt = w.transpose(1, 2);
+      return b.defined() ? at::baddbmm(b.unsqueeze(1), x, wt) : at::bmm(x, wt);
+    };
+    const int64_t tgt = q_in.size(2), src = k_in.size(2);
+    Tensor q, k, v;  // [S, len, B, d]
+    if (q_in.is_same(k_in) && k_in.is_same(v_in)) {
+      // One packed projection for q, k and v.
+      const Tensor w = at::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 1);
+      const Tensor b = q_proj->bias.defined() ? at::cat({q_proj->bias, k_proj->bias, v_proj->bias}, 1) : Tensor();
+      auto qkv = project(position_major(q_in), w, b).view({S, tgt, B, 3 * d_}).chunk(3, -1);
+      q = qkv[0];
+      k = qkv[1];
+      v = qkv[2];
+    } else {
+      q = project(position_major(q_in), q_proj->weight, q_proj->bias).view({S, tgt, B, d_});
+      k = project(position_major(k_in), k_proj->weight, k_proj->bias).view({S, src, B, d_});
+      v = project(position_major(v_in), v_proj->weight, v_proj->bias).view({S, src, B, d_});
+    }
+    // [S, len, B, d] -> [S·B·heads, len, hd]
+    auto split = [&](const Tensor& t, int64_t len) {
+      return t.reshape({S, len, B * heads_, hd}).transpose(1, 2).reshape({S * B * heads_, len, hd});
+    };
+    const Tensor q_scaled = at::div(split(q, tgt), py_scalar(std::sqrt(static_cast<double>(hd))));
+    const Tensor kt = split(k, src).transpose(-2, -1);
+    Tensor att = mask.defined() ? at::baddbmm(mask.dim() == 2 ? mask.unsqueeze(0) : mask, q_scaled, kt)
+                                : at::bmm(q_scaled, kt);
+    att = att.softmax(-1);
+    Tensor out = at::bmm(att, split(v, src));
+    out = out.view({S, B * heads_, tgt, hd}).transpose(1, 2).reshape({S, tgt * B, d_});
+    out = project(out, out_proj->weight, out_proj->bias);
+    return out.view({S, tgt, B, d_}).transpose(1, 2);
   }
 
   // q_in, k_in, v_in: [B, T, d]; mask: [T, T] or [B·heads, T, T] additive, or
@@ -232,9 +310,9 @@ struct Attention : torch::nn::Module {
 
 // fc2(act(fc1(x))), dropout on the hidden layer.
 struct Mlp : torch::nn::Module {
-  Mlp(int64_t d, int64_t d_ff, bool gelu, bool frozen) : gelu_(gelu) {
-    fc1 = register_module("fc1", std::make_shared<Linear>(d, d_ff, true, frozen));
-    fc2 = register_module("fc2", std::make_shared<Linear>(d_ff, d, true, frozen));
+  Mlp(int64_t d, int64_t d_ff, bool gelu, bool frozen, int64_t S) : gelu_(gelu) {
+    fc1 = register_module("fc1", std::make_shared<Linear>(d, d_ff, true, frozen, S));
+    fc2 = register_module("fc2", std::make_shared<Linear>(d_ff, d, true, frozen, S));
   }
   Tensor forward(const Tensor& x, double dropout, bool training) const {
     Tensor h = fc1->forward(x);
@@ -250,14 +328,16 @@ struct Mlp : torch::nn::Module {
 
 // One residual block: attention then MLP, LayerNorms where the placement says.
 struct Block : torch::nn::Module {
-  Block(const Config& c, const Placement& p, bool frozen) : p_(p), dropout_(c.dropout) {
-    auto ln = [&] { return std::make_shared<LayerNorm>(c.d_model, c.ln_eps, frozen); };
-    attn = register_module("attn", std::make_shared<Attention>(c.d_model, c.heads, c.attn_bias, frozen));
+  Block(const Config& c, const Placement& p, bool frozen)
+      : p_(p), dropout_(c.dropout), stacked_(c.members > 0) {
+    const int64_t S = c.members;
+    auto ln = [&] { return std::make_shared<LayerNorm>(c.d_model, c.ln_eps, frozen, S); };
+    attn = register_module("attn", std::make_shared<Attention>(c.d_model, c.heads, c.attn_bias, frozen, S));
     if (p.attn_q || p.attn_k || p.attn_v || p.post) ln_attn = register_module("ln_attn", ln());
     if (p.peri_out) ln_attn_out = register_module("ln_attn_out", ln());
     if (p.mlp_in || p.post) ln_mlp = register_module("ln_mlp", ln());
     mlp = register_module("mlp",
-                          std::make_shared<Mlp>(c.d_model, c.d_ff, c.activation == "gelu", frozen));
+                          std::make_shared<Mlp>(c.d_model, c.d_ff, c.activation == "gelu", frozen, S));
     if (p.peri_out) ln_mlp_out = register_module("ln_mlp_out", ln());
   }
 
@@ -268,12 +348,11 @@ struct Block : torch::nn::Module {
       return dropout_ > 0.0 && training ? at::dropout(t, dropout_, true) : t;
     };
     if (p_.post) {
-      x = ln_attn->forward(x + drop(attn->forward(x, x, x, mask, dropout_, training, hooks, layer)));
+      x = ln_attn->forward(x + drop(attend(x, x, x, mask, training, hooks, layer)));
       return ln_mlp->forward(x + drop(mlp->forward(x, dropout_, training)));
     }
     const Tensor xn = ln_attn ? ln_attn->forward(x) : Tensor();
-    Tensor a = attn->forward(p_.attn_q ? xn : x, p_.attn_k ? xn : x, p_.attn_v ? xn : x, mask,
-                             dropout_, training, hooks, layer);
+    Tensor a = attend(p_.attn_q ? xn : x, p_.attn_k ? xn : x, p_.attn_v ? xn : x, mask, training, hooks, layer);
     if (ln_attn_out) a = ln_attn_out->forward(a);
     x = x + drop(a);
     Tensor m = mlp->forward(ln_mlp ? ln_mlp->forward(x) : x, dropout_, training);
@@ -281,7 +360,8 @@ struct Block : torch::nn::Module {
     return x + drop(m);
   }
 
-  // forward() at the last position only, [B, T, d] -> [B, 1, d]: what a
+  // forward() at the last position only, [B, T, d] -> [B, 1, d] (an
+  // ensemble's: [S, B, T, d] -> [S, B, 1, d]): what a
   // readout from the last position needs of the last block. Keys and values
   // still come from every position; queries, the output projection, the MLP
   // and the LayerNorms after attention run on one position instead of T.
@@ -290,15 +370,15 @@ struct Block : torch::nn::Module {
     auto drop = [&](const Tensor& t) {
       return dropout_ > 0.0 && training ? at::dropout(t, dropout_, true) : t;
     };
-    const int64_t T = x.size(1);
-    Tensor xl = x.narrow(1, T - 1, 1);
+    const int64_t T = x.size(-2);
+    Tensor xl = x.narrow(-2, T - 1, 1);
     if (p_.post) {
-      xl = ln_attn->forward(xl + drop(attn->forward(xl, x, x, mask_row, dropout_, training)));
+      xl = ln_attn->forward(xl + drop(attend(xl, x, x, mask_row, training)));
       return ln_mlp->forward(xl + drop(mlp->forward(xl, dropout_, training)));
     }
     const Tensor xn = ln_attn ? ln_attn->forward(x) : Tensor();
-    Tensor a = attn->forward(p_.attn_q ? xn.narrow(1, T - 1, 1) : xl, p_.attn_k ? xn : x, p_.attn_v ? xn : x,
-                             mask_row, dropout_, training);
+    Tensor a = attend(p_.attn_q ? xn.narrow(-2, T - 1, 1) : xl, p_.attn_k ? xn : x, p_.attn_v ? xn : x, mask_row,
+                      training);
     if (ln_attn_out) a = ln_attn_out->forward(a);
     xl = xl + drop(a);
     Tensor m = mlp->forward(ln_mlp ? ln_mlp->forward(xl) : xl, dropout_, training);
@@ -311,8 +391,16 @@ struct Block : torch::nn::Module {
   std::shared_ptr<Mlp> mlp;
 
  private:
+  // The attention sublayer; an ensemble's runs stacked (no dropout, no hooks).
+  Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, bool training,
+                ForwardHooks* hooks = nullptr, int64_t layer = 0) const {
+    if (stacked_) return attn->forward_stacked(q, k, v, mask);
+    return attn->forward(q, k, v, mask, dropout_, training, hooks, layer);
+  }
+
   Placement p_;
   double dropout_;
+  bool stacked_;  // an ensemble's block: tensors stacked on a member dimension
 };
 
 // The network: embeddings (+ positions), blocks, optional final LN, readout.
@@ -323,11 +411,11 @@ class Net {
   Net(torch::nn::Module& owner, const Config& c, const TaskSpec& spec, bool frozen)
       : c_(c), spec_(spec) {
     const Placement placement = parse_placement(c.layer_norm);
-    const int64_t d = c.d_model;
+    const int64_t d = c.d_model, S = c.members;
     auto embed = owner.register_module("embed", std::make_shared<torch::nn::Module>());
-    embed_weight_ = add_tensor(*embed, "weight", torch::empty({spec.vocab_size, d}), frozen);
+    embed_weight_ = add_tensor(*embed, "weight", torch::empty(dims(S, {spec.vocab_size, d})), frozen);
     if (c.positions == "learned") {
-      pos_ = add_tensor(owner, "pos", torch::empty({spec.seq_len, d}), frozen);
+      pos_ = add_tensor(owner, "pos", torch::empty(dims(S, {spec.seq_len, d})), frozen);
     } else {
       // Fixed sinusoids (a buffer): pe[t, 2i] = sin(t·ω_i), pe[t, 2i+1] = cos(t·ω_i),
       // ω_i = 10000^(-2i/d).
@@ -337,16 +425,16 @@ class Net {
       auto table = torch::zeros({spec.seq_len, d});
       table.slice(1, 0, d, 2).copy_(torch::sin(t * omega));
       table.slice(1, 1, d, 2).copy_(torch::cos(t * omega));
-      pos_ = owner.register_buffer("pos", table);
+      pos_ = owner.register_buffer("pos", S > 0 ? table.expand(dims(S, {spec.seq_len, d})).clone() : table);
     }
     auto blocks = owner.register_module("blocks", std::make_shared<torch::nn::Module>());
     for (int64_t i = 0; i < c.depth; ++i)
       blocks_.push_back(blocks->register_module(std::to_string(i),
                                                 std::make_shared<Block>(c, placement, frozen)));
     if (c.final_ln)
-      ln_final_ = owner.register_module("ln_final", std::make_shared<LayerNorm>(d, c.ln_eps, frozen));
+      ln_final_ = owner.register_module("ln_final", std::make_shared<LayerNorm>(d, c.ln_eps, frozen, S));
     if (!c.tied_readout)
-      readout_ = add_tensor(owner, "readout", torch::empty({d, spec.num_classes}), frozen);
+      readout_ = add_tensor(owner, "readout", torch::empty(dims(S, {d, spec.num_classes})), frozen);
   }
   Net(const Net&) = delete;
   Net& operator=(const Net&) = delete;
@@ -356,12 +444,37 @@ class Net {
   // Where its parameters live.
   torch::Device device() const { return embed_weight_.device(); }
 
+  // An ensemble's (members S > 0) inputs are the members' batches stacked
+  // member-major, [S·B, T]; it offers no hooks and no dropout.
   Tensor forward(const Tensor& inputs, bool training, ForwardHooks* hooks = nullptr) const {
-    const int64_t T = inputs.size(1);
-    Tensor h = at::embedding(embed_weight_, inputs, -1, false, false);
+    const int64_t T = inputs.size(1), S = c_.members;
+    if (S > 0 && hooks != nullptr) throw std::logic_error("transformer: an ensemble offers no forward hooks");
+    if (S > 0 && inputs.size(0) % S != 0)
+      throw std::invalid_argument("transformer: an ensemble of " + std::to_string(S) + " members got " +
+                                  std::to_string(inputs.size(0)) + " rows, not a multiple of " + std::to_string(S));
+    const int64_t B = S > 0 ? inputs.size(0) / S : inputs.size(0), d = c_.d_model;
+    Tensor h;
+    if (S > 0) {
+      // Member s's tokens index rows s·V … s·V + V − 1 of the stacked tables.
+      const int64_t V = embed_weight_.size(1);
+      const Tensor offsets = (torch::arange(S, inputs.options()) * V).repeat_interleave(B).unsqueeze(1);
+      h = at::embedding(embed_weight_.view({S * V, d}), inputs + offsets, -1, false, false);
+    } else {
+      h = at::embedding(embed_weight_, inputs, -1, false, false);
+    }
     if (c_.embed_scale == "sqrt_d")
       h = at::mul(h, py_scalar(std::sqrt(static_cast<double>(c_.d_model))));
-    h = h + (T == spec_.seq_len ? pos_ : pos_.narrow(0, 0, T));
+    if (S > 0) {
+      // Per member, so the gradient of its positions sums over its batch as
+      // the single model's does (one broadcast add would reduce in another order).
+      const Tensor h4 = h.view({S, B, T, d});
+      std::vector<Tensor> hs;
+      hs.reserve(static_cast<size_t>(S));
+      for (int64_t s = 0; s < S; ++s) hs.push_back(h4[s] + (T == spec_.seq_len ? pos_[s] : pos_[s].narrow(0, 0, T)));
+      h = at::stack(hs);  // [S, B, T, d] through the blocks
+    } else {
+      h = h + (T == spec_.seq_len ? pos_ : pos_.narrow(0, 0, T));
+    }
     if (c_.dropout > 0.0 && training) h = at::dropout(h, c_.dropout, true);
     Tensor mask;
     if (c_.causal)
@@ -384,6 +497,14 @@ class Net {
         h = blocks_[l]->forward(h, mask, training, hooks, static_cast<int64_t>(l));
         if (hooks->record_hidden) hooks->hidden.push_back(h);
       }
+    }
+    if (S > 0) {
+      // Each member's rows meet its own readout in one bmm.
+      const Tensor w = c_.tied_readout ? embed_weight_.transpose(1, 2) : readout_;
+      Tensor last = c_.readout == "last" ? h.select(-2, -1) : h;
+      if (ln_final_) last = ln_final_->forward(last);
+      const int64_t L = c_.readout == "last" ? 1 : T;
+      return at::bmm(last.reshape({S, B * L, d}), w).view({S * B, L, w.size(2)});
     }
     const Tensor w = c_.tied_readout ? embed_weight_.t() : readout_;
     if (c_.readout == "last") {
@@ -510,8 +631,9 @@ class Net {
 // its initial copy.
 class Transformer final : public Model {
  public:
+  // An ensemble (c.members > 0) draws nothing: its tensors come from its members (bind_members).
   Transformer(const Config& c, const TaskSpec& spec) : c_(c), spec_(spec), net_(*this, c, spec, false) {
-    net_.initialise();
+    if (c.members == 0) net_.initialise();
     if (c.readout_center) {
       auto holder = register_module("init", std::make_shared<torch::nn::Module>());
       init_ = std::make_unique<Net>(*holder, c, spec, true);
@@ -531,6 +653,7 @@ class Transformer final : public Model {
   Tensor forward(const Tensor& inputs) override { return run(inputs, nullptr); }
 
   ModelInternals internals() const override {
+    if (c_.members > 0) return {};  // an ensemble offers no hooks; its members do
     return {c_.depth, c_.heads, c_.d_model, c_.d_model / c_.heads};
   }
 
@@ -625,6 +748,19 @@ class TransformerArchitecture final : public Architecture {
                                   std::to_string(spec.num_classes) + ") == vocab_size (" +
                                   std::to_string(spec.vocab_size) + ")");
     return std::make_shared<Transformer>(c_, spec);
+  }
+
+  std::shared_ptr<Model> build_ensemble(const TaskSpec& spec,
+                                        const std::vector<std::shared_ptr<Model>>& members) const override {
+    if (c_.dropout > 0.0)
+      throw std::invalid_argument("transformer: run.ensemble needs dropout = 0 (each member would need its "
+                                  "own dropout stream inside one batched pass); train dropout runs singly");
+    if (members.empty()) throw std::invalid_argument("transformer: an ensemble needs at least one member");
+    Config c = c_;
+    c.members = static_cast<int64_t>(members.size());
+    auto model = std::make_shared<Transformer>(c, spec);
+    bind_members(*model, members);
+    return model;
   }
 
  private:

@@ -154,7 +154,25 @@ class GROKLAB_API Architecture {
  public:
   virtual ~Architecture();
   virtual std::shared_ptr<Model> build(const TaskSpec& spec) const = 0;
+  // A seed-vectorised ensemble (run.ensemble = S) of members, S models this
+  // architecture built (each initialised from its own seed): one model whose
+  // every tensor has the members' tensors stacked on a new leading dimension,
+  // under the same names, and whose forward() maps the members' batches
+  // concatenated member-major, [S·B, T], to their logits [S·B, L, C] (member
+  // s's rows are s·B … s·B + B − 1), with batched matmuls. Implementations
+  // call bind_members(), so each member model keeps working (metrics,
+  // checkpoints) on its slice. Default: nullptr (the architecture trains no
+  // ensembles).
+  virtual std::shared_ptr<Model> build_ensemble(const TaskSpec& spec,
+                                                const std::vector<std::shared_ptr<Model>>& members) const;
 };
+
+// For Architecture::build_ensemble(): fills each tensor of ensemble (S × the
+// members' shape) from the members' tensors of the same name, then makes every
+// member parameter a view of its slice of the ensemble's, so updates to the
+// ensemble's parameters are the members' updates. Throws std::logic_error when
+// names or shapes do not line up.
+GROKLAB_API void bind_members(torch::nn::Module& ensemble, const std::vector<std::shared_ptr<Model>>& members);
 
 // Updates parameters from their gradients and owns its state.
 class GROKLAB_API Optimizer {

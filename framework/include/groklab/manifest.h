@@ -82,6 +82,7 @@ struct RunConfig {
   std::string stop_metric;         // stop once this metric reaches stop_threshold ("" = never)
   double stop_threshold = 1.0;     // threshold for stop_metric
   std::string loss_dtype = "float64";  // training loss on logits cast to "float64", or "float32" as they are
+  int64_t ensemble = 1;            // > 1: train seeds seed … seed + ensemble − 1 as one batched model
 };
 
 // A complete experiment configuration: what the trainer builds and the ledger hashes.
@@ -178,7 +179,7 @@ class GROKLAB_API Composer {
 
 // Returns the schema of the [run] table: seed, steps, batch_size, eval_every,
 // checkpoint_every, threads, device, seed_streams, stop_metric, stop_threshold,
-// loss_dtype.
+// loss_dtype, ensemble.
 GROKLAB_API const Schema& run_schema();
 
 }  // namespace groklab

@@ -19,7 +19,7 @@
 
 // Bump on any change to the descriptor, the Registrar or the component
 // interfaces; the host loads only plugins built with exactly this version.
-#define GROKLAB_PLUGIN_ABI_VERSION 4u
+#define GROKLAB_PLUGIN_ABI_VERSION 5u
 
 // The name of the one symbol every plugin library exports.
 #define GROKLAB_PLUGIN_ENTRY_SYMBOL "groklab_plugin_entry"

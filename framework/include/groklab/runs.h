@@ -7,6 +7,9 @@
 //   "resume"     a run continued from its last checkpoint (environment of the new process)
 //   "result"     a run ended: status, final metrics, every checkpoint's hash, series object
 //   "replay"     a replay or spot-check of a run and its verdict
+//   "ensemble"   an ensemble (run.ensemble = S > 1) started: its config, environment, and
+//                then S "run" entries, one per member, each with "ensemble" and "member"
+//   "ensemble_result"  an ensemble ended: status, its members' run and result entries
 #pragma once
 
 #include <cstdint>
@@ -75,7 +78,8 @@ struct Provenance {
 
 // Trains config and records it in the ledger. progress (optional) also sees
 // every step. On an exception, records a "failed" (or "interrupted") result
-// and rethrows.
+// and rethrows. An ensemble config (run.ensemble > 1) is an error here: use
+// run_ensemble_recorded().
 GROKLAB_API RunOutcome run_recorded(const ResolvedConfig& config, const PluginHost& host,
                                     ledger::Ledger& ledger, const Provenance& provenance,
                                     TrainObserver* progress = nullptr);
@@ -85,6 +89,37 @@ GROKLAB_API RunOutcome run_recorded(const ResolvedConfig& config, const PluginHo
 GROKLAB_API RunOutcome resume_recorded(const std::string& run, const PluginHost& host,
                                        const Composer& composer, ledger::Ledger& ledger,
                                        TrainObserver* progress = nullptr);
+
+// What an ensemble produced: its "ensemble" entry and each member's run, in
+// member order.
+struct EnsembleOutcome {
+  std::string ensemble_id;
+  std::string result_id;  // the "ensemble_result" entry
+  std::string status;     // "finished" (else an exception was thrown)
+  std::vector<RunOutcome> members;
+};
+
+// Trains an ensemble config (run.ensemble = S > 1) as one batched model and
+// records an "ensemble" entry, then per member a "run" entry (its config is
+// Trainer::member_config(config, s): a single run of seed + s) with its own
+// checkpoints and result, then an "ensemble_result". progress sees the
+// steps. On an exception, every member still training gets a "failed" (or
+// "interrupted") result, and the ensemble too; then it rethrows.
+GROKLAB_API EnsembleOutcome run_ensemble_recorded(const ResolvedConfig& config, const PluginHost& host,
+                                                  ledger::Ledger& ledger, const Provenance& provenance,
+                                                  TrainObserver* progress = nullptr);
+
+// Continues an ensemble that has no ensemble_result: entry is the "ensemble"
+// entry or any entry of a member. Each member still training restarts from its
+// checkpoint at the last step every such member reached; members that had
+// stopped stay stopped.
+GROKLAB_API EnsembleOutcome resume_ensemble_recorded(const std::string& entry, const PluginHost& host,
+                                                     const Composer& composer, ledger::Ledger& ledger,
+                                                     TrainObserver* progress = nullptr);
+
+// The "ensemble" entry id that entry (the ensemble entry, a member's run, or
+// any entry of a member) belongs to; "" when it belongs to no ensemble.
+GROKLAB_API std::string ensemble_of(const ledger::Ledger& ledger, const std::string& entry);
 
 // What a replay found.
 struct GROKLAB_API ReplayReport {
@@ -98,12 +133,17 @@ struct GROKLAB_API ReplayReport {
   std::vector<std::string> env_diff;  // environment fields that differ from the record
   std::vector<std::string> binary_diff;  // host/plugin binaries that differ (said up front)
   std::string divergence;     // "" or the first divergence, human readable
+  // An ensemble's replay: run_id is the "ensemble" entry, replay_id the first
+  // member's "replay" entry, and member_replays every member's.
+  std::vector<std::string> member_replays;
   std::string summary() const;  // multi-line report for the terminal
 };
 
 // Replays a finished run and compares every checkpoint hash and metric; with
 // spot_check = K > 0, re-trains only K recorded checkpoint intervals (chosen
-// from the run id, or from seed). Appends a "replay" entry.
+// from the run id, or from seed). Appends a "replay" entry. An ensemble (run
+// names its "ensemble" entry or one of its members) is replayed whole, as it
+// was trained, and every member is compared; each member gets a "replay" entry.
 GROKLAB_API ReplayReport replay_recorded(const std::string& run, const PluginHost& host,
                                          const Composer& composer, ledger::Ledger& ledger,
                                          int64_t spot_check = 0,

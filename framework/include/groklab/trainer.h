@@ -66,6 +66,11 @@ class GROKLAB_API TrainObserver {
 struct TrainPlan {
   std::string resume_from;  // checkpoint bytes to restore ("" = fresh start)
   int64_t stop_step = 0;    // last step to run (0 = run.steps)
+  // An ensemble: per member, the checkpoint to restore ("" = fresh start; all
+  // empty or all given) and whether that member had already stopped there
+  // (it trains no further).
+  std::vector<std::string> member_resume;
+  std::vector<bool> member_stopped;
 };
 
 class GROKLAB_API Trainer {
@@ -79,7 +84,22 @@ class GROKLAB_API Trainer {
 
   const Seeds& seeds() const;
   // Trains per the plan, reporting to obs. Returns the last step run.
+  // Throws std::logic_error for an ensemble (use run_ensemble()).
   int64_t run(TrainObserver& obs, const TrainPlan& plan = {});
+
+  // run.ensemble = S > 1: S members, member s being the run of
+  // member_config(config, s), trained as one batched model (the
+  // architecture's build_ensemble()): one forward and backward pass for all,
+  // then each member's own optimizer, metrics, early stop and checkpoints
+  // (each a single run's checkpoint of that member). A member that reaches
+  // its stop metric stops updating while the others go on.
+  int64_t members() const;
+  const Seeds& member_seeds(int64_t member) const;
+  // Trains the members per the plan, reporting member s to *obs[s]. Returns
+  // each member's last step.
+  std::vector<int64_t> run_ensemble(const std::vector<TrainObserver*>& obs, const TrainPlan& plan = {});
+  // Member s of an ensemble config as a single run: seed + s, ensemble = 1.
+  static ResolvedConfig member_config(const ResolvedConfig& config, int64_t member);
 
   // The step a checkpoint was taken at.
   static int64_t checkpoint_step(const std::string& bytes);

@@ -1,0 +1,313 @@
+// Seed-vectorised ensembles (run.ensemble): the batched transformer computes
+// what its members compute, and an ensemble member's run is the single run of
+// the same seed, checkpoint for checkpoint and metric for metric.
+#include <torch/torch.h>  // before Catch: glog's CHECK must not replace Catch's
+
+#include <catch2/catch.hpp>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "groklab/components.h"
+#include "groklab/manifest.h"
+#include "groklab/trainer.h"
+#include "builtins.h"
+#include "groklab/ledger/ledger.h"
+#include "groklab/runs.h"
+#include "support.h"
+
+using namespace groklab;
+using test::builtins;
+
+namespace {
+
+// A small modular-addition transformer; overrides select the variant.
+const char* kManifest = R"(
+[task]
+plugin = "modular_arithmetic"
+p = 13
+train_fraction = 0.5
+
+[architecture]
+plugin = "transformer"
+d_model = 16
+heads = 2
+d_ff = 32
+
+[optimizer]
+plugin = "adamw"
+lr = 3e-3
+weight_decay = 1.0
+
+[[metrics]]
+plugin = "accuracy"
+split = "train"
+
+[[metrics]]
+plugin = "loss"
+split = "test"
+
+[[metrics]]
+plugin = "weight_norm"
+
+[run]
+seed = 5
+steps = 24
+eval_every = 6
+checkpoint_every = 8
+)";
+
+ResolvedConfig compose(const std::vector<std::string>& overrides) {
+  Composer composer(builtins());
+  return composer.compose_string(kManifest, "<ensemble test>", overrides);
+}
+
+struct Collect : TrainObserver {
+  std::vector<std::pair<int64_t, std::map<std::string, double>>> evals;
+  std::vector<std::string> checkpoints;  // "step:params_hash"
+  std::vector<std::string> bytes;
+  void on_eval(int64_t step, const std::map<std::string, double>& v) override { evals.emplace_back(step, v); }
+  void on_checkpoint(const Checkpoint& c) override {
+    checkpoints.push_back(std::to_string(c.step) + ":" + c.params_hash);
+    bytes.push_back(c.bytes);
+  }
+};
+
+// Trains the config as an ensemble of S and returns each member's record.
+std::vector<Collect> train_ensemble(const ResolvedConfig& config, const TrainPlan& plan = {}) {
+  Trainer t(config, builtins());
+  std::vector<Collect> out(static_cast<size_t>(t.members()));
+  std::vector<TrainObserver*> obs;
+  for (auto& c : out) obs.push_back(&c);
+  t.run_ensemble(obs, plan);
+  return out;
+}
+
+Collect train_single(const ResolvedConfig& config) {
+  Collect c;
+  Trainer(config, builtins()).run(c);
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("an ensemble member trains bit-identically to the single run of its seed", "[ensemble]") {
+  const std::vector<std::vector<std::string>> variants = {
+      {},                                                                // the default experiment's model
+      {"run.batch_size=8"},                                              // minibatches: own data order
+      {"architecture.layer_norm=\"pre\"", "architecture.depth=2", "architecture.causal=true",
+       "architecture.final_ln=true"},
+      {"architecture.layer_norm=\"post\"", "architecture.readout=\"all\"", "architecture.tied_readout=true",
+       "architecture.positions=\"sinusoidal\"", "task.p=16"},
+      {"architecture.readout_center=true", "architecture.readout_scale=2.0", "architecture.layer_norm=\"peri\"",
+       "optimizer.clip_grad_norm=0.5"},
+      {"architecture.last_block_at_readout=false", "architecture.embed_scale=\"sqrt_d\""},
+  };
+  for (const auto& v : variants) {
+    std::string name;
+    for (const auto& o : v) name += o + " ";
+    SECTION("variant: " + (name.empty() ? std::string("defaults") : name)) {
+      std::vector<std::string> overrides = v;
+      overrides.push_back("run.ensemble=3");
+      const ResolvedConfig config = compose(overrides);
+      auto members = train_ensemble(config);
+      REQUIRE(members.size() == 3);
+      for (int64_t s = 0; s < 3; ++s) {
+        const ResolvedConfig solo = Trainer::member_config(config, s);
+        CHECK(solo.run.seed == 5 + static_cast<uint64_t>(s));
+        CHECK(solo.run.ensemble == 1);
+        Collect single = train_single(solo);
+        INFO("member " << s);
+        REQUIRE(single.checkpoints.size() == 3);
+        CHECK(members[static_cast<size_t>(s)].checkpoints == single.checkpoints);
+        CHECK(members[static_cast<size_t>(s)].evals == single.evals);
+        // A member's checkpoint holds what the single run's holds, tensor for tensor.
+        for (size_t k = 0; k < single.bytes.size(); ++k)
+          CHECK(Trainer::checkpoint_tensor_hashes(members[static_cast<size_t>(s)].bytes[k]) ==
+                Trainer::checkpoint_tensor_hashes(single.bytes[k]));
+      }
+      // The members differ from each other (own seeds).
+      CHECK(members[0].checkpoints.back() != members[1].checkpoints.back());
+    }
+  }
+}
+
+TEST_CASE("ensemble members stop on their own at the stop metric", "[ensemble]") {
+  const ResolvedConfig config =
+      compose({"run.ensemble=3", "run.steps=60", "run.stop_metric=\"train_accuracy\"", "run.stop_threshold=0.3"});
+  auto members = train_ensemble(config);
+  std::set<int64_t> last_steps;
+  for (int64_t s = 0; s < 3; ++s) {
+    Collect single = train_single(Trainer::member_config(config, s));
+    INFO("member " << s);
+    CHECK(members[static_cast<size_t>(s)].checkpoints == single.checkpoints);
+    CHECK(members[static_cast<size_t>(s)].evals == single.evals);
+    last_steps.insert(single.evals.back().first);
+  }
+  // The members stopped at different steps, before the last.
+  CHECK(last_steps.size() > 1);
+  CHECK(*last_steps.rbegin() < 60);
+}
+
+TEST_CASE("an ensemble resumed from its members' checkpoints is bit-identical", "[ensemble]") {
+  const ResolvedConfig config = compose({"run.ensemble=2"});
+  auto whole = train_ensemble(config);
+  // Train to step 8, then resume both members from their step-8 checkpoints.
+  TrainPlan first;
+  first.stop_step = 8;
+  auto part = train_ensemble(config, first);
+  REQUIRE(part[0].bytes.size() == 1);
+  TrainPlan rest;
+  rest.member_resume = {part[0].bytes[0], part[1].bytes[0]};
+  rest.member_stopped = {false, false};
+  auto resumed = train_ensemble(config, rest);
+  for (size_t s = 0; s < 2; ++s) {
+    INFO("member " << s);
+    std::vector<std::string> tail(whole[s].checkpoints.begin() + 1, whole[s].checkpoints.end());
+    CHECK(resumed[s].checkpoints == tail);
+  }
+}
+
+TEST_CASE("the batched transformer computes each member's logits and gradients", "[ensemble]") {
+  const ResolvedConfig config = compose({"architecture.layer_norm=\"pre\"", "architecture.depth=2",
+                                         "architecture.attn_bias=true", "architecture.causal=true"});
+  const Component* c = builtins().find(Kind::Architecture, "transformer");
+  REQUIRE(c != nullptr);
+  auto arch = c->make_architecture(config.architecture.params);
+  const TaskSpec spec{14, 3, 13};
+  std::vector<std::shared_ptr<Model>> members;
+  for (int s = 0; s < 3; ++s) {
+    torch::manual_seed(100 + s);
+    members.push_back(arch->build(spec));
+  }
+  auto ensemble = arch->build_ensemble(spec, members);
+  REQUIRE(ensemble);
+  // In float64, to compare values rather than summation orders.
+  ensemble->to(torch::kDouble);
+  for (auto& m : members) m->to(torch::kDouble);
+  bind_members(*ensemble, members);
+  torch::manual_seed(7);
+  const torch::Tensor inputs = torch::randint(0, 14, {3 * 4, 3}, torch::kLong);
+  const torch::Tensor logits = ensemble->forward(inputs);
+  REQUIRE(logits.sizes() == torch::IntArrayRef({12, 1, 13}));
+  logits.pow(2).sum().backward();
+  for (int s = 0; s < 3; ++s) {
+    INFO("member " << s);
+    members[s]->zero_grad();
+    const torch::Tensor mine = members[s]->forward(inputs.narrow(0, 4 * s, 4));
+    CHECK(torch::allclose(logits.narrow(0, 4 * s, 4), mine, 1e-12, 1e-12));
+    mine.pow(2).sum().backward();
+    for (const auto& p : ensemble->named_parameters(true)) {
+      const auto own_params = members[s]->named_parameters(true);
+      const torch::Tensor* own = own_params.find(p.key());
+      REQUIRE(own != nullptr);
+      INFO(p.key());
+      CHECK(torch::allclose(p.value().grad().select(0, s), own->grad(), 1e-10, 1e-12));
+    }
+  }
+}
+
+TEST_CASE("run.ensemble errors are clear", "[ensemble]") {
+  CHECK_THROWS_WITH(Trainer(compose({"run.ensemble=2", "architecture.dropout=0.1"}), builtins()),
+                    Catch::Contains("run.ensemble needs dropout = 0"));
+  Collect c;
+  Trainer t(compose({"run.ensemble=2"}), builtins());
+  CHECK_THROWS_WITH(t.run(c), Catch::Contains("run_ensemble"));
+  // ensemble = 1 keeps the canonical text (and so every recorded hash) unchanged.
+  CHECK(compose({}).canonical().find("ensemble") == std::string::npos);
+  CHECK(compose({"run.ensemble=4"}).canonical().find("ensemble = 4") != std::string::npos);
+}
+
+TEST_CASE("an ensemble member's checkpoint resumes as a single run", "[ensemble]") {
+  const ResolvedConfig config = compose({"run.ensemble=2", "run.batch_size=8"});
+  auto members = train_ensemble(config);
+  const ResolvedConfig solo = Trainer::member_config(config, 1);
+  Collect whole = train_single(solo);
+  Collect rest;
+  TrainPlan plan;
+  plan.resume_from = members[1].bytes[0];  // step 8, written by the ensemble
+  Trainer(solo, builtins()).run(rest, plan);
+  CHECK(rest.checkpoints == std::vector<std::string>(whole.checkpoints.begin() + 1, whole.checkpoints.end()));
+}
+
+TEST_CASE("with attention biases, ensemble members match their single runs to rounding", "[ensemble]") {
+  // The key bias's gradient sums its rows in another order than the single
+  // model's (docs/ensembles.md): equal values, not equal bits.
+  const ResolvedConfig config = compose({"run.ensemble=2", "architecture.attn_bias=true"});
+  auto members = train_ensemble(config);
+  for (int64_t s = 0; s < 2; ++s) {
+    Collect single = train_single(Trainer::member_config(config, s));
+    REQUIRE(single.evals.size() == members[static_cast<size_t>(s)].evals.size());
+    for (size_t k = 0; k < single.evals.size(); ++k)
+      for (const auto& [name, v] : single.evals[k].second)
+        CHECK(members[static_cast<size_t>(s)].evals[k].second.at(name) == Approx(v).epsilon(1e-4).margin(1e-6));
+  }
+}
+
+namespace {
+
+// Stops a run (as Ctrl-C does) once it has seen `at` steps.
+struct StopAt : TrainObserver {
+  int64_t at;
+  explicit StopAt(int64_t a) : at(a) {}
+  void on_eval(int64_t, const std::map<std::string, double>&) override {}
+  void on_checkpoint(const Checkpoint&) override {}
+  void on_step(int64_t step, double) override {
+    if (step == at) throw Interrupted();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("an ensemble is recorded as an ensemble entry and one run per member, replays and resumes bit-identically",
+          "[ensemble][ledger]") {
+  test::TempDir dir("ensemble");
+  auto ledger = ledger::Ledger::create(dir.path.string());
+  Composer composer(builtins());
+  const ResolvedConfig config =
+      compose({"run.ensemble=3", "run.stop_metric=\"train_accuracy\"", "run.stop_threshold=0.5", "run.steps=40"});
+  EnsembleOutcome o = run_ensemble_recorded(config, test::builtin_host(), ledger, {});
+  REQUIRE(o.members.size() == 3);
+  CHECK(o.status == "finished");
+  for (size_t s = 0; s < 3; ++s) {
+    // Each member is a single run of its own seed: its config hash is the single run's.
+    RunRecord r = load_run(ledger, o.members[s].run_id);
+    CHECK(r.start.json.at("config_hash") == Trainer::member_config(config, static_cast<int64_t>(s)).hash());
+    CHECK(r.start.json.at("ensemble") == o.ensemble_id);
+    CHECK(r.status() == "finished");
+    CHECK(ensemble_of(ledger, o.members[s].run_id) == o.ensemble_id);
+    CHECK(ensemble_of(ledger, r.checkpoints.front().id) == o.ensemble_id);
+  }
+  CHECK(ledger.verify().ok);
+
+  // Replay from the ensemble entry and from a member: the whole ensemble, bit-identical.
+  ReplayReport full = replay_recorded(o.ensemble_id, test::builtin_host(), composer, ledger);
+  CHECK(full.identical);
+  CHECK(full.member_replays.size() == 3);
+  ReplayReport spot = replay_recorded(o.members[1].run_id, test::builtin_host(), composer, ledger, 2);
+  CHECK(spot.identical);
+  CHECK(spot.intervals.size() == 2);
+  ReplayReport perturbed =
+      replay_recorded(o.ensemble_id, test::builtin_host(), composer, ledger, 0, std::nullopt, {"optimizer.lr=0.01"});
+  CHECK_FALSE(perturbed.identical);
+  CHECK_THAT(perturbed.divergence, Catch::Contains("member 0"));
+
+  // Interrupted at step 13 (after the checkpoint at 8), resumed: the same bits as uninterrupted.
+  StopAt stop(13);
+  CHECK_THROWS_AS(run_ensemble_recorded(config, test::builtin_host(), ledger, {}, &stop), Interrupted);
+  std::string stopped;
+  for (const auto& r : load_runs(ledger))
+    if (r.status() == "interrupted") stopped = r.start.id;
+  REQUIRE(!stopped.empty());
+  CHECK_THROWS_WITH(resume_recorded(stopped, test::builtin_host(), composer, ledger),
+                    Catch::Contains("resumes as a whole"));
+  EnsembleOutcome resumed = resume_ensemble_recorded(stopped, test::builtin_host(), composer, ledger);
+  REQUIRE(resumed.members.size() == 3);
+  for (size_t s = 0; s < 3; ++s) {
+    CHECK(resumed.members[s].params_hash == o.members[s].params_hash);
+    CHECK(resumed.members[s].steps == o.members[s].steps);
+  }
+  CHECK_THROWS_WITH(resume_ensemble_recorded(stopped, test::builtin_host(), composer, ledger),
+                    Catch::Contains("already finished"));
+}
