@@ -7,8 +7,10 @@
 //   (c) the PyTorch peer, torch_reference.py under /usr/bin/python3, when found;
 // on the configurations "small" and "paper", as medians over R interleaved
 // rounds; ratios a/b (host overhead) and a/c; achieved FLOP/s against a GEMM
-// peak measured in the same run. --grok also times the default experiment to
-// test accuracy ≥ 99.5% against grok_reference.py.
+// peak measured in the same run. Then seed-vectorised ensembles: S seeds as
+// one batched model (run.ensemble = S) against S single runs, as aggregate
+// member-steps/s, on "small" and "tiny". --grok also times the default
+// experiment to test accuracy ≥ 99.5% against grok_reference.py.
 #include <unistd.h>
 
 #include <algorithm>
@@ -64,6 +66,13 @@ std::vector<Shape> shapes() {
           {"paper", 6, 512, 8, 2048, 114, 24, 8, false, 30, 3}};
 }
 
+// The ensemble configurations of issue #10: "small", and a tiny model where a
+// single run is furthest from compute-bound.
+std::vector<Shape> ensemble_shapes() {
+  return {{"small", 1, 128, 4, 512, 114, 3, 64, true, 200, 10},
+          {"tiny", 1, 64, 4, 256, 114, 3, 32, true, 300, 10}};
+}
+
 // (a) The manifest of a shape: random tokens, loss at every position, AdamW
 // as the peer's (lr 1e-3, betas 0.9/0.98, weight decay 1), no metrics,
 // checkpoint at the end only.
@@ -94,14 +103,21 @@ struct StepClock final : TrainObserver {
   void on_checkpoint(const Checkpoint&) override {}
 };
 
-double groklab_path(const Shape& s, const PluginHost& host, const fs::path& scratch) {
+// Steps/s of groklab's real path on shape s; with ensemble = S > 1, steps/s
+// of the ensemble (each step trains S members).
+double groklab_path(const Shape& s, const PluginHost& host, const fs::path& scratch, int64_t ensemble = 1) {
   Composer composer(host.registry());
-  const ResolvedConfig config = composer.compose_string(manifest(s), "<bench " + s.name + ">");
-  auto ledger = ledger::Ledger::create((scratch / ("ledger-" + s.name)).string());
+  const std::string label = s.name + (ensemble > 1 ? "-ensemble" : "");
+  const ResolvedConfig config = composer.compose_string(manifest(s), "<bench " + label + ">",
+                                                        {"run.ensemble=" + std::to_string(ensemble)});
+  const fs::path dir = scratch / ("ledger-" + label);
+  fs::remove_all(dir);
+  auto ledger = ledger::Ledger::create(dir.string());
   StepClock clock(s.warmup);
   Provenance prov;
-  prov.manifest = "<groklab bench " + s.name + ">";
-  run_recorded(config, host, ledger, prov, &clock);
+  prov.manifest = "<groklab bench " + label + ">";
+  if (ensemble > 1) run_ensemble_recorded(config, host, ledger, prov, &clock);
+  else run_recorded(config, host, ledger, prov, &clock);
   return static_cast<double>(s.steps) / std::chrono::duration<double>(clock.end - clock.start).count();
 }
 
@@ -240,6 +256,7 @@ std::optional<fs::path> find_peers(const std::string& option) {
 
 struct BenchArgs {
   int rounds = 3;
+  int64_t ensemble = 10;
   std::string only;
   std::string peers;
   bool grok = false;
@@ -333,6 +350,35 @@ void bench(const BenchArgs& a) {
     std::printf("%s\n", peer_note.c_str());
     summary["peer_skipped"] = peer_note;
   }
+  if (a.ensemble > 1) {
+    const int64_t S = a.ensemble;
+    std::printf("ensembles: S = %lld seeds as one batched model vs S single runs (aggregate member-steps/s)\n",
+                static_cast<long long>(S));
+    std::printf("%-6s %14s %14s %16s %7s\n", "config", "single run", "ensemble", "aggregate", "gain");
+    summary["ensembles"] = json::array();
+    for (const Shape& s : ensemble_shapes()) {
+      if (!a.only.empty() && a.only != s.name) continue;
+      std::vector<double> single, group;
+      for (int r = 0; r < a.rounds; ++r) {
+        single.push_back(groklab_path(s, host, scratch));
+        group.push_back(groklab_path(s, host, scratch, S));
+      }
+      const double one = median(single), all = median(group);
+      const double gain = all * static_cast<double>(S) / one;
+      std::printf("%-6s %9.1f st/s %9.1f st/s %9.1f mst/s %7.2f\n", s.name.c_str(), one, all,
+                  all * static_cast<double>(S), gain);
+      summary["ensembles"].push_back(
+          {{"name", s.name},
+           {"members", S},
+           {"shape", {{"layers", s.layers}, {"d_model", s.d}, {"heads", s.heads}, {"d_ff", s.d_ff},
+                      {"vocab", s.vocab}, {"seq", s.seq}, {"batch", s.batch}}},
+           {"single_steps_per_s", single},
+           {"ensemble_steps_per_s", group},
+           {"median", {{"single", one}, {"ensemble", all}}},
+           {"aggregate_member_steps_per_s", all * static_cast<double>(S)},
+           {"gain_over_single_runs", gain}});
+    }
+  }
   if (a.grok) {
     std::printf("time to grok (default experiment, test accuracy ≥ 0.995, 1 thread)…\n");
     json g = time_to_grok(host, scratch, peers);
@@ -360,7 +406,10 @@ void add_bench_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "bench", "Training throughput vs a hand-written LibTorch loop and the PyTorch peer (ratios, FLOP/s)");
   cmd->add_option("--rounds", args->rounds, "Interleaved rounds; medians are reported")->check(CLI::PositiveNumber);
-  cmd->add_option("--only", args->only, "Only this configuration")->check(CLI::IsMember({"small", "paper"}));
+  cmd->add_option("--only", args->only, "Only this configuration")->check(CLI::IsMember({"small", "paper", "tiny"}));
+  cmd->add_option("--ensemble", args->ensemble,
+                  "Members of the ensemble measurement (run.ensemble = S vs S single runs); 1 skips it")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--peers", args->peers, "Folder with torch_reference.py and grok_reference.py");
   cmd->add_flag("--grok", args->grok, "Also time the default experiment to grokking (minutes) against the peer");
   cmd->add_option("--json", args->json_path, "Also write the JSON summary to this file");

@@ -4,6 +4,7 @@
 #include <torch/torch.h>  // before Catch: glog's CHECK must not replace Catch's
 
 #include <catch2/catch.hpp>
+#include <fstream>
 #include <map>
 #include <set>
 #include <string>
@@ -310,4 +311,28 @@ TEST_CASE("an ensemble is recorded as an ensemble entry and one run per member, 
   }
   CHECK_THROWS_WITH(resume_ensemble_recorded(stopped, test::builtin_host(), composer, ledger),
                     Catch::Contains("already finished"));
+}
+
+TEST_CASE("groklab run with run.ensemble: a table of members, replay by a member id, no sweeps of ensembles",
+          "[ensemble][cli]") {
+  test::TempDir dir("ensemble-cli");
+  const std::string m = (dir.path / "m.toml").string();
+  {
+    std::ofstream out(m);
+    out << kManifest;
+  }
+  const std::string ledger = " --ledger " + (dir.path / "ledger").string();
+  auto r = test::run_groklab("run " + m + " run.ensemble=2" + ledger);
+  REQUIRE(r.status == 0);
+  CHECK_THAT(r.out, Catch::Contains("ensemble ") && Catch::Contains("finished: 2 members"));
+  // The member table: the second member's run id, replayed from it.
+  const auto pos = r.out.find("\n  1      ");
+  REQUIRE(pos != std::string::npos);
+  const std::string member = r.out.substr(pos + 10, 12);
+  auto rep = test::run_groklab("replay " + member + ledger);
+  CHECK(rep.status == 0);
+  CHECK_THAT(rep.out, Catch::Contains("replay of ensemble") && Catch::Contains("bit-identical"));
+  auto sw = test::run_groklab("sweep " + m + " run.ensemble=2 optimizer.lr=0.001,0.002" + ledger);
+  CHECK(sw.status != 0);
+  CHECK_THAT(sw.out, Catch::Contains("sweep run.seed instead"));
 }

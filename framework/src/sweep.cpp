@@ -84,6 +84,11 @@ std::string Child::varied_text() const {
 Frozen freeze(ledger::Ledger& ledger, const std::vector<SweepChild>& children,
               const Provenance& provenance, const std::string& launcher) {
   if (children.empty()) throw std::invalid_argument("a sweep needs at least one child");
+  for (const auto& c : children)
+    if (c.config.run.ensemble > 1)
+      throw std::invalid_argument("run.ensemble = " + std::to_string(c.config.run.ensemble) +
+                                  ": a sweep runs single runs; sweep run.seed instead (its children run in "
+                                  "parallel), or train the ensemble with groklab run");
   json list = json::array();
   json objects = json::object();
   for (std::size_t i = 0; i < children.size(); ++i) {

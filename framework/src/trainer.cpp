@@ -587,20 +587,29 @@ std::vector<int64_t> Trainer::run_ensemble(const std::vector<TrainObserver*>& ob
       batches.push_back(x.last_batch);
       inputs.push_back(x.last_batch.inputs);
     }
-    const int64_t B = inputs.front().size(0);
     auto logits = m.ensemble->forward(torch::cat(inputs));
-    // Each member's loss on its rows; their sum's gradient is each member's own.
-    std::vector<torch::Tensor> losses(S);
-    torch::Tensor total;
-    for (size_t s = 0; s < S; ++s) {
-      if (m.members[s].stopped) continue;
-      losses[s] = m.loss_of(logits.narrow(0, static_cast<int64_t>(s) * B, B), batches[s]);
-      total = total.defined() ? total + losses[s] : losses[s];
-    }
+    // Every member's mean cross-entropy at once; the sum over the members
+    // still training has each member's own gradient, bit for bit as its single
+    // run's (log-softmax is per row; the mean's gradient is 1/count).
+    const int64_t L = logits.size(1), C = logits.size(2);
+    std::vector<torch::Tensor> targets;
+    for (const auto& b : batches) targets.push_back(b.targets.narrow(1, b.targets.size(1) - L, L));
+    const torch::Tensor t = torch::cat(targets).reshape({static_cast<int64_t>(S), -1});
+    const torch::Tensor flat = logits.reshape({-1, C});
+    const torch::Tensor nll =
+        at::nll_loss(at::log_softmax(m.loss_float64 ? flat.to(torch::kDouble) : flat, 1), t.reshape({-1}), {},
+                     at::Reduction::None, -1)
+            .view({static_cast<int64_t>(S), -1});
+    std::vector<double> training(S);
+    for (size_t s = 0; s < S; ++s) training[s] = m.members[s].stopped ? 0.0 : 1.0;
+    const torch::Tensor losses = nll.sum(1) / t.ge(0).sum(1).to(nll.scalar_type());
+    const torch::Tensor total = (losses * torch::tensor(training, losses.options())).sum();
     for (auto& p : m.ensemble->parameters(true)) p.mutable_grad() = torch::Tensor();
     for (auto& x : m.members) x.optimizer->zero_grad();
     total.backward();
     const bool eval_now = m.eval_due(m.step == last);
+    const torch::Tensor detached = losses.detach().to(torch::kCPU, torch::kDouble).contiguous();
+    const std::vector<double> loss_values(detached.data_ptr<double>(), detached.data_ptr<double>() + S);
     for (size_t s = 0; s < S; ++s) {
       Member& x = m.members[s];
       if (x.stopped) continue;
@@ -609,7 +618,7 @@ std::vector<int64_t> Trainer::run_ensemble(const std::vector<TrainObserver*>& ob
         if (stacked.grad().defined()) param.mutable_grad() = stacked.grad().select(0, static_cast<int64_t>(s));
       if (eval_now) Impl::snapshot_before_update(x);
       x.optimizer->step(m.step);
-      obs[s]->on_step(m.step, losses[s].item<double>());
+      obs[s]->on_step(m.step, loss_values[s]);
     }
     for (size_t s = 0; s < S; ++s) {
       Member& x = m.members[s];

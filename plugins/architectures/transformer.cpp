@@ -179,12 +179,13 @@ struct LayerNorm : torch::nn::Module {
     // One fused LayerNorm per member: a separate affine step would round
     // differently from the single model's kernel (forward and backward), and
     // members are to train bit-identically to their single runs.
+    // unbind, not select: its backward stacks the S gradients at once.
     const int64_t S = weight.size(0);
-    const Tensor x3 = x.reshape({S, -1, d_});
+    const auto xs = x.reshape({S, -1, d_}).unbind(0), ws = weight.unbind(0), bs = bias.unbind(0);
     std::vector<Tensor> ys;
     ys.reserve(static_cast<size_t>(S));
-    for (int64_t s = 0; s < S; ++s)
-      ys.push_back(at::layer_norm(x3[s], {d_}, weight[s], bias[s], eps_, /*cudnn_enable=*/true));
+    for (size_t s = 0; s < static_cast<size_t>(S); ++s)
+      ys.push_back(at::layer_norm(xs[s], {d_}, ws[s], bs[s], eps_, /*cudnn_enable=*/true));
     return at::stack(ys).view(x.sizes());
   }
   Tensor weight, bias;
@@ -467,10 +468,12 @@ class Net {
     if (S > 0) {
       // Per member, so the gradient of its positions sums over its batch as
       // the single model's does (one broadcast add would reduce in another order).
-      const Tensor h4 = h.view({S, B, T, d});
+      const auto h4 = h.view({S, B, T, d}).unbind(0);
+      const auto ps = pos_.unbind(0);
       std::vector<Tensor> hs;
       hs.reserve(static_cast<size_t>(S));
-      for (int64_t s = 0; s < S; ++s) hs.push_back(h4[s] + (T == spec_.seq_len ? pos_[s] : pos_[s].narrow(0, 0, T)));
+      for (size_t s = 0; s < static_cast<size_t>(S); ++s)
+        hs.push_back(h4[s] + (T == spec_.seq_len ? ps[s] : ps[s].narrow(0, 0, T)));
       h = at::stack(hs);  // [S, B, T, d] through the blocks
     } else {
       h = h + (T == spec_.seq_len ? pos_ : pos_.narrow(0, 0, T));
