@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/torch.h>
 
 #include <catch2/catch.hpp>
@@ -18,6 +19,8 @@
 #include "builtins.h"
 #include "groklab/components.h"
 #include "groklab/host.h"
+#include "groklab/manifest.h"
+#include "groklab/trainer.h"
 
 namespace fs = std::filesystem;
 using namespace groklab;
@@ -148,6 +151,30 @@ TEST_CASE("the default experiment is bit-identical to the Python peer", "[peer]"
   {
     INFO("parameters after " << n_steps << " AdamW updates");
     check_params(*model, py / "final");
+  }
+
+  // The same through the manifest and the trainer: the default experiment's
+  // seed policy, split, init, loss and optimizer are the peer's (with the
+  // last block at every position, as PyTorch code computes it).
+  {
+    struct Last : TrainObserver {
+      std::string bytes;
+      void on_eval(int64_t, const std::map<std::string, double>&) override {}
+      void on_checkpoint(const Checkpoint& c) override { bytes = c.bytes; }
+    } last;
+    Composer composer(builtins());
+    const ResolvedConfig config = composer.compose(
+        std::string(GROKLAB_SOURCE_DIR) + "/manifests/grokking/modadd_mlp_pre.toml",
+        {"architecture.last_block_at_readout=false", "run.steps=" + std::to_string(n_steps), "run.eval_every=1000"});
+    Trainer(config, builtins()).run(last);
+    std::vector<char> data(last.bytes.begin(), last.bytes.end());
+    const auto state = torch::pickle_load(data).toGenericDict().at("model").toGenericDict();
+    for (const auto& e : state) {
+      const torch::Tensor t = e.value().toTensor();
+      auto want = read_raw(py / "final" / (e.key().toStringRef() + ".bin"), t);
+      INFO("trainer, " << e.key().toStringRef() << ": max |C++ − Python| = " << max_abs_diff(t, want));
+      CHECK(torch::equal(t, want));
+    }
   }
   fs::remove_all(py);
 }

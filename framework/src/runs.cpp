@@ -712,7 +712,7 @@ int64_t stopped_at(const RunRecord& rec, const ledger::Ledger& ledger, const Res
 // Where each member starts when the ensemble restarts at step R: from its
 // checkpoint at R (or its last one, if it had stopped by then).
 void members_at(TrainPlan& plan, std::vector<std::unique_ptr<Recorder>>* recorders, const EnsembleRecord& rec,
-                const std::vector<int64_t>& stops, const ledger::Ledger& ledger, int64_t R) {
+                const std::vector<int64_t>& stops, ledger::Ledger& ledger, int64_t R) {
   plan.member_resume.clear();
   plan.member_stopped.clear();
   if (R == 0) return;  // a fresh start for all
@@ -720,7 +720,7 @@ void members_at(TrainPlan& plan, std::vector<std::unique_ptr<Recorder>>* recorde
     const RunRecord& m = rec.members[s];
     const bool stopped = stops[s] <= R;
     const int64_t at = stopped ? stops[s] : R;
-    Recorder scratch(const_cast<ledger::Ledger&>(ledger), m.start.id, nullptr);
+    Recorder scratch(ledger, m.start.id, nullptr);  // replays need the bytes only
     Recorder& r = recorders ? *(*recorders)[s] : scratch;
     plan.member_resume.push_back(recorder_at(r, ledger, m, at));
     plan.member_stopped.push_back(stopped);
