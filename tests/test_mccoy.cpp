@@ -15,11 +15,13 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 #include <string>
 
 #include "builtins.h"
 #include "groklab/components.h"
 #include "groklab/host.h"
+#include "mccoy_data.h"
 #include "support.h"
 
 using namespace groklab;
@@ -120,7 +122,135 @@ class ScriptModel final : public Model {
   int64_t eos_;
 };
 
+using Spans = std::vector<std::pair<int64_t, int64_t>>;
+
+std::vector<std::string> words(const std::string& text) {
+  std::istringstream in(text);
+  std::vector<std::string> out;
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+
+// A full binary tree over n words: n − 1 distinct nested spans of ≥ 2 words,
+// the root among them, each but the root inside a larger one.
+bool full_binary_tree(const Spans& spans, int64_t n) {
+  if (n < 2) return spans.empty();
+  std::set<std::pair<int64_t, int64_t>> set(spans.begin(), spans.end());
+  if (static_cast<int64_t>(set.size()) != n - 1 || !set.count({1, n})) return false;
+  for (const auto& [i, j] : set) {
+    if (i < 1 || j > n || j - i < 1) return false;
+    for (const auto& [k, l] : set)  // no two spans cross
+      if ((k < i && i <= l && l < j) || (i < k && k <= j && j < l)) return false;
+  }
+  return true;
+}
+
 }  // namespace
+
+TEST_CASE("gold trees: the grammar's constituents, binarised right-branching", "[mccoy][tree]") {
+  namespace m = groklab::mccoy;
+  SECTION("question formation, by hand from question.gr") {
+    const m::Data qf(m::Kind::QuestionFormation, kData);
+    // S -> NP_M_S VP_M_S; NP_M_S -> Det N_S [1, 2]; VP_M_S -> Aux_S V_intrans [3, 4].
+    auto g = qf.gold_tree(words("the newt does swim"));
+    CHECK(g.parses == 1);
+    CHECK(g.spans == Spans{{1, 2}, {1, 4}, {3, 4}});
+    // S [1, 12] -> NP_M_S [1, 5] VP_M_S [6, 12];
+    // NP_M_S -> Det N_S Prep Det N: the(1) (newt(2) (near(3) (the(4) yaks(5))));
+    // VP_M_S -> Aux_S V_trans NP_O: does(6) (admire(7) NP_O [8, 12]);
+    // NP_O -> Det N_S RC_S: the(8) (quail(9) RC_S [10, 12]);
+    // RC_S -> Rel Aux_S V_intrans: who(10) (does(11) swim(12)).
+    g = qf.gold_tree(words("the newt near the yaks does admire the quail who does swim"));
+    CHECK(g.parses == 1);
+    CHECK(g.spans == Spans{{1, 5}, {1, 12}, {2, 5}, {3, 5}, {4, 5}, {6, 12}, {7, 12}, {8, 12}, {9, 12}, {10, 12}, {11, 12}});
+    // The derivation is over the grammar's own symbols, a child per symbol of a rule.
+    const m::Grammar& gr = qf.grammar();
+    std::vector<std::vector<int>> cells;
+    for (const auto& w : words("the newt near the yaks does swim")) cells.push_back({gr.symbol(w)});
+    const auto chart = gr.parse(cells);
+    const auto nodes = gr.derivation(chart, gr.symbol("S"), 0, cells.size());
+    REQUIRE(nodes.size() >= 3);
+    CHECK(gr.name(nodes[0].sym) == "S");
+    REQUIRE(nodes[0].children.size() == 2);
+    const auto& np = nodes[nodes[0].children[0]];
+    CHECK(gr.name(np.sym) == "NP_M_S");
+    CHECK((np.begin == 0 && np.end == 5));
+    std::vector<std::string> kids;
+    for (size_t c : np.children) kids.push_back(gr.name(nodes[c].sym));
+    CHECK(kids == std::vector<std::string>{"Det", "N_S", "Prep", "Det", "N"});
+    for (const auto& n : nodes) CHECK(gr.symbol(gr.name(n.sym)) == n.sym);  // no binarisation symbol
+    CHECK(gr.derivations(chart, gr.symbol("S"), 0, cells.size()) == 1);
+    CHECK_THROWS_AS(gr.derivation(chart, gr.symbol("S"), 0, 4), std::invalid_argument);
+    // Not a sentence: no tree.
+    g = qf.gold_tree(words("the newt does"));
+    CHECK(g.parses == 0);
+    CHECK(g.spans.empty());
+  }
+  SECTION("tense inflection: past-tense verbs, by hand from tense.gr") {
+    const m::Data ti(m::Kind::TenseInflection, kData);
+    // S [1, 10] -> NP_M_pl [1, 5] VP_M_pl [6, 10];
+    // NP_M_pl -> Det N_pl Prep Det N_sg: the(1) (newts(2) (near(3) (the(4) yak(5))));
+    // VP_M_pl -> V_trans_pl NP_O_sg: entertained(6) NP_O_sg [7, 10];
+    // NP_O_sg -> Det N_sg RC_sg: the(7) (quail(8) RC_sg [9, 10]); RC_sg -> Rel V_intrans_sg.
+    auto g = ti.gold_tree(words("the newts near the yak entertained the quail who slept"));
+    CHECK(g.parses == 1);
+    CHECK(g.spans == Spans{{1, 5}, {1, 10}, {2, 5}, {3, 5}, {4, 5}, {6, 10}, {7, 10}, {8, 10}, {9, 10}});
+    CHECK_THROWS_WITH(ti.gold_tree(words("the newts entertain the quail")), Catch::Contains("past tense"));
+  }
+  SECTION("an ambiguous grammar: the first rule, the earliest boundaries") {
+    TempDir dir("gr");
+    write(dir.path / "toy.gr",
+          "1\tROOT\tS .\n1\tS\tX Y\n1\tX\ta b\n1\tX\ta\n1\tY\tb c\n1\tY\tc\n");
+    const auto gr = m::Grammar::load((dir.path / "toy.gr").string());
+    std::vector<std::vector<int>> cells;
+    for (const char* w : {"a", "b", "c"}) cells.push_back({gr.symbol(w)});
+    const auto chart = gr.parse(cells);
+    // (a b) c and a (b c).
+    CHECK(gr.derivations(chart, gr.symbol("S"), 0, 3) == 2);
+    const auto nodes = gr.derivation(chart, gr.symbol("S"), 0, 3);
+    REQUIRE(nodes[0].children.size() == 2);
+    const auto& x = nodes[nodes[0].children[0]];
+    const auto& y = nodes[nodes[0].children[1]];
+    CHECK((gr.name(x.sym) == "X" && x.begin == 0 && x.end == 1));  // X -> a: the shortest first child
+    CHECK((gr.name(y.sym) == "Y" && y.begin == 1 && y.end == 3));
+  }
+}
+
+TEST_CASE("every sentence of the shipped and generated data has one parse and a gold tree", "[mccoy][tree]") {
+  namespace m = groklab::mccoy;
+  for (const auto kind : {m::Kind::QuestionFormation, m::Kind::TenseInflection}) {
+    const m::Data d(kind, kData);
+    std::vector<std::string> lines = d.generate(5000, 4);
+    for (const auto& f : {d.dev_file(), d.gen_file(), d.test_file()})
+      for (auto& l : d.read(f)) lines.push_back(std::move(l));
+    size_t n = 0, one = 0, full = 0;
+    for (const auto& text : lines) {
+      m::Line l = d.split(text, "line");
+      if (kind == m::Kind::QuestionFormation && l.marker != "quest") continue;
+      l.source.pop_back();  // "."
+      const auto g = d.gold_tree(l.source);
+      ++n;
+      one += g.parses == 1;
+      full += full_binary_tree(g.spans, static_cast<int64_t>(l.source.size()));
+    }
+    INFO(m::name_of(kind));
+    CHECK(n > 10000);
+    CHECK(one == n);
+    CHECK(full == n);
+  }
+  // Through the task: every sampled training sentence of both tasks has its tree.
+  for (const char* name : {"question_formation", "tense_inflection"}) {
+    auto task = make_task(name, {{"train_size", Value(int64_t{2000})}});
+    task->prepare(5);
+    const torch::Tensor idx = task->sentence_indices("train");
+    REQUIRE(idx.numel() > 500);
+    for (int64_t k = 0; k < idx.numel(); ++k) {
+      const Sentence s = task->sentence("train", idx[k].item<int64_t>());
+      INFO(name << " sentence " << k);
+      CHECK(full_binary_tree(s.gold, static_cast<int64_t>(s.inputs.size()) - 1));
+    }
+  }
+}
 
 TEST_CASE("every shipped line parses with the grammar and has the right transformation", "[mccoy]") {
   Result qf = run_groklab("data check question_formation " + kQF + "question.dev " + kQF + "question.test " +
@@ -488,7 +618,8 @@ TEST_CASE("the structural grokking presets train", "[mccoy][slow]") {
     Result v = run_groklab("ledger verify --ledger " + ledger);
     INFO(v.out);
     CHECK(v.status == 0);
-    for (const char* key : {"test_accuracy", "train_tscore", "weight_norm_per_layer", "train_attention_sparsity"})
+    for (const char* key :
+         {"test_accuracy", "train_tscore", "train_tparseval", "weight_norm_per_layer", "train_attention_sparsity"})
       CHECK(slurp(ledger + "/entries.jsonl").find(key) != std::string::npos);
   }
 }

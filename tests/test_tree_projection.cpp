@@ -72,6 +72,16 @@ class Sentences final : public Task {
   std::vector<Sentence> s_;
 };
 
+// A causal transformer of width 8 (2 heads) for task, seeded with 0.
+std::shared_ptr<Model> tiny_transformer(const Task& task, int64_t depth) {
+  auto arch = builtins().find(Kind::Architecture, "transformer")
+                  ->make_architecture(params_for(Kind::Architecture, "transformer",
+                                                 {{"d_model", 8}, {"heads", 2}, {"d_ff", 16}, {"depth", depth},
+                                                  {"causal", true}, {"readout", "all"}}));
+  torch::manual_seed(0);
+  return arch->build(task.spec());
+}
+
 EvalContext context(Model& m, const Task& t, uint64_t seed) {
   EvalContext ctx;
   ctx.model = &m;
@@ -181,12 +191,7 @@ TEST_CASE("tree_structuredness on a transformer: seeded, the same in any batchin
           "[metrics][tree]") {
   auto task = make_task("dyck", {{"k", 2}, {"max_depth", 3}, {"train_size", 200}, {"eval_size", 20},
                                  {"max_len", 12}});
-  auto arch = builtins().find(Kind::Architecture, "transformer")
-                  ->make_architecture(params_for(Kind::Architecture, "transformer",
-                                                 {{"d_model", 8}, {"heads", 2}, {"d_ff", 16}, {"depth", 2},
-                                                  {"causal", true}, {"readout", "all"}}));
-  torch::manual_seed(0);
-  auto m = arch->build(task->spec());
+  auto m = tiny_transformer(*task, 2);
   auto tree = [&](uint64_t seed, int64_t batch) {
     return metric("tree_structuredness", {{"sentences", 20}, {"batch_size", batch}})
         ->evaluate(context(*m, *task, seed));
@@ -245,8 +250,45 @@ TEST_CASE("question_formation sentences: quest lines cut before the marker, fina
     full_stop.insert(b.inputs[0][n].item<int64_t>());
     marker.insert(b.inputs[0][n + 1].item<int64_t>());
     for (int64_t t : s.inputs) CHECK((full_stop.count(t) == 0 && marker.count(t) == 0));
-    CHECK(s.gold.empty());
+    // The gold tree from the grammar's parse: a full binary tree over the n − 1 words.
+    std::set<std::pair<int64_t, int64_t>> gold(s.gold.begin(), s.gold.end());
+    CHECK(gold.size() == s.gold.size());
+    CHECK(static_cast<int64_t>(gold.size()) == n - 2);
+    CHECK(gold.count({1, n - 1}) == 1);
   }
   CHECK(full_stop.size() == 1u);  // always "."
   CHECK(marker.size() == 1u);     // always "quest"
+}
+
+TEST_CASE("question_formation and tense_inflection: tparseval against the grammar's gold trees",
+          "[metrics][tree][mccoy]") {
+  for (const char* name : {"question_formation", "tense_inflection"}) {
+    INFO(name);
+    auto task = make_task(name, {{"train_size", Value(int64_t{1000})}});
+    const Tensor idx = task->sentence_indices("train");
+    REQUIRE(idx.numel() > 100);
+    // The scoring fed the gold trees themselves: F1 = 1; against right-branching trees below 1.
+    Bracketing perfect, right;
+    for (int64_t k = 0; k < idx.numel(); ++k) {
+      const Sentence s = task->sentence("train", idx[k].item<int64_t>());
+      const auto n = static_cast<int64_t>(s.inputs.size()) - 1;
+      REQUIRE(static_cast<int64_t>(s.gold.size()) == n - 1);
+      std::vector<Span> gold, chain;
+      for (const auto& g : s.gold) gold.emplace_back(g.first - 1, g.second - 1);
+      for (int64_t i = 0; i + 1 < n; ++i) chain.emplace_back(i, n - 1);
+      perfect.add(gold, gold);
+      right.add(chain, gold);
+    }
+    CHECK(perfect.f1() == 1.0);
+    CHECK(right.f1() < 1.0);
+    CHECK(right.f1() > 0.0);
+    // Through a model: tree_structuredness reports tparseval, and tparseval accepts the task.
+    auto m = tiny_transformer(*task, 1);
+    const std::map<std::string, Value> few{{"sentences", 4}, {"max_words", 8}};
+    const auto v = metric("tree_structuredness", few)->evaluate(context(*m, *task, 1));
+    REQUIRE(v.count("train_tparseval") == 1);
+    CHECK(v.at("train_tparseval") >= 0.0);
+    CHECK(v.at("train_tparseval") <= 1.0);
+    CHECK(metric("tparseval", few)->evaluate(context(*m, *task, 1)).at("train_tparseval") == v.at("train_tparseval"));
+  }
 }

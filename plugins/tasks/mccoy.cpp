@@ -63,11 +63,13 @@ class McCoyTask : public Task {
   int64_t size(const std::string& split) const override { return data(split).inputs.size(0); }
 
   // Tree projections read the sentences of the examples accuracy scores (QF:
-  // the quest lines, as Murty et al.; TI: every line), without gold trees.
+  // the quest lines, as Murty et al.; TI: every line).
   Tensor sentence_indices(const std::string& split) const override { return scored(split); }
 
   // `<sos>` and the source sentence: the line cut before its marker, the final
-  // "." removed.
+  // "." removed; its gold tree parses the words as the grammar's S
+  // (mccoy::Data::gold_tree: the grammar's constituents, binarised
+  // right-branching; none for words that are not a sentence of the grammar).
   Sentence sentence(const std::string& split, int64_t index) const override {
     const Encoded& d = data(split);
     if (index < 0 || index >= static_cast<int64_t>(d.ids.size()))
@@ -79,6 +81,9 @@ class McCoyTask : public Task {
     Sentence s;
     s.inputs.push_back(id("<sos>"));
     s.inputs.insert(s.inputs.end(), t.begin(), end);
+    std::vector<std::string> words;
+    for (auto w = t.begin(); w != end; ++w) words.push_back(word(*w));
+    s.gold = data_.gold_tree(words).spans;  // none if the words are not a sentence of the grammar
     return s;
   }
 

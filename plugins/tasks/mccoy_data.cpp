@@ -345,6 +345,90 @@ int Grammar::split(const Chart& c, int lhs, size_t i, size_t j) const {
   return -1;
 }
 
+// Boundaries at[k] < at[k + 1] for rhs[k..] over [i, j) (at[k] = i already set),
+// the earliest first: rhs[k] over [i, b) for b ascending, the rest recursively.
+bool Grammar::cuts(const Chart& c, const std::vector<int>& rhs, size_t k, size_t i, size_t j,
+                   std::vector<size_t>& at) const {
+  if (k + 1 == rhs.size()) {
+    if (!c.has(i, j, rhs[k])) return false;
+    at[k + 1] = j;
+    return true;
+  }
+  for (size_t b = i + 1; b + (rhs.size() - k - 1) <= j; ++b) {
+    if (!c.has(i, b, rhs[k])) continue;
+    at[k + 1] = b;
+    if (cuts(c, rhs, k + 1, b, j, at)) return true;
+  }
+  return false;
+}
+
+size_t Grammar::derive(const Chart& c, int sym, size_t i, size_t j, std::vector<Node>& out, int depth) const {
+  const size_t self = out.size();
+  out.push_back({sym, i, j, {}});
+  if (terminal(sym)) return self;
+  if (depth > 64) throw std::runtime_error(path_ + ": derivation deeper than 64 (unary cycle?)");
+  std::vector<size_t> at;
+  for (size_t r : by_lhs_[static_cast<size_t>(sym)]) {
+    const auto& rhs = rules_[r].rhs;
+    if (rhs.size() > j - i) continue;
+    at.assign(rhs.size() + 1, i);
+    if (!cuts(c, rhs, 0, i, j, at)) continue;
+    for (size_t k = 0; k < rhs.size(); ++k) {
+      const size_t child = derive(c, rhs[k], at[k], at[k + 1], out, depth + 1);
+      out[self].children.push_back(child);
+    }
+    return self;
+  }
+  throw std::logic_error(path_ + ": the chart has " + names_[static_cast<size_t>(sym)] +
+                         " over a span no rule derives");
+}
+
+std::vector<Grammar::Node> Grammar::derivation(const Chart& c, int sym, size_t i, size_t j) const {
+  if (sym < 0 || sym >= static_cast<int>(names_.size()) || i >= j || j > c.n || !c.has(i, j, sym))
+    throw std::invalid_argument("no derivation of " +
+                                (sym >= 0 && sym < static_cast<int>(names_.size()) ? names_[static_cast<size_t>(sym)]
+                                                                                   : std::string("?")) +
+                                " over tokens [" + std::to_string(i) + ", " + std::to_string(j) + ")");
+  std::vector<Node> out;
+  derive(c, sym, i, j, out, 0);
+  return out;
+}
+
+// memo[(sym · (n+1) + i) · (n+1) + j]: −1 unknown, −2 being counted (a cycle).
+double Grammar::count(const Chart& c, int sym, size_t i, size_t j, std::vector<double>& memo) const {
+  if (!c.has(i, j, sym)) return 0;
+  if (terminal(sym)) return 1;
+  double& m = memo[(static_cast<size_t>(sym) * (c.n + 1) + i) * (c.n + 1) + j];
+  if (m == -2) throw std::runtime_error(path_ + ": unary cycle through " + names_[static_cast<size_t>(sym)]);
+  if (m >= 0) return m;
+  m = -2;
+  double total = 0;
+  std::vector<double> ways, next;
+  for (size_t r : by_lhs_[static_cast<size_t>(sym)]) {
+    // ways[p − i]: derivations of the rule's first symbols over [i, p).
+    ways.assign(j - i + 1, 0);
+    ways[0] = 1;
+    for (int x : rules_[r].rhs) {
+      next.assign(j - i + 1, 0);
+      for (size_t p = i; p < j; ++p) {
+        if (ways[p - i] == 0) continue;
+        for (size_t q = p + 1; q <= j; ++q)
+          if (c.has(p, q, x)) next[q - i] += ways[p - i] * count(c, x, p, q, memo);
+      }
+      ways.swap(next);
+    }
+    total += ways[j - i];
+  }
+  m = total;  // memo has a fixed size: m still refers to its slot
+  return total;
+}
+
+double Grammar::derivations(const Chart& c, int sym, size_t i, size_t j) const {
+  if (sym < 0 || sym >= static_cast<int>(names_.size()) || i >= j || j > c.n) return 0;
+  std::vector<double> memo(names_.size() * (c.n + 1) * (c.n + 1), -1);
+  return count(c, sym, i, j, memo);
+}
+
 // ---- Data --------------------------------------------------------------------
 
 Data::Data(Kind kind, const std::string& root) : kind_(kind), dir_(root + "/" + name_of(kind)) {
@@ -471,6 +555,47 @@ Data::Parse Data::parse_cached(const std::vector<std::vector<int>>& c) const {
   if (cache_.size() > 200000) cache_.clear();  // bound memory on adversarial input
   cache_.emplace(std::move(key), p);
   return p;
+}
+
+namespace {
+
+// The constituents of ≥ 2 tokens of a derivation (root first) as inclusive
+// 1-based spans, sorted, each once; a node with children c₁…c_m (m > 2)
+// binarised right-branching: the suffixes c_q…c_m for q = m−1 down to 1.
+std::vector<std::pair<int64_t, int64_t>> right_branching_spans(const std::vector<Grammar::Node>& nodes) {
+  std::vector<std::pair<int64_t, int64_t>> spans;
+  for (const auto& node : nodes) {
+    const size_t m = node.children.size();
+    if (m < 2) continue;  // a unary node spans what its child does
+    const size_t end = nodes[node.children.back()].end;
+    for (size_t q = m - 1; q-- > 0;) {  // children q…m−1 (0-based); q = 0: the node itself
+      const size_t begin = nodes[node.children[q]].begin;
+      if (end - begin >= 2) spans.emplace_back(static_cast<int64_t>(begin) + 1, static_cast<int64_t>(end));
+    }
+  }
+  std::sort(spans.begin(), spans.end());
+  spans.erase(std::unique(spans.begin(), spans.end()), spans.end());
+  return spans;
+}
+
+}  // namespace
+
+Data::GoldTree Data::gold_tree(const std::vector<std::string>& words) const {
+  const auto c = cells(words, true);
+  std::string key = grammar_.signature(c);
+  auto it = gold_cache_.find(key);
+  if (it != gold_cache_.end()) return it->second;
+  const int s = grammar_.symbol("S");
+  if (s < 0 || grammar_.terminal(s)) throw std::runtime_error("the grammar has no symbol S");
+  const auto chart = grammar_.parse(c);
+  GoldTree g;
+  if (!c.empty() && chart.has(0, c.size(), s)) {
+    g.parses = grammar_.derivations(chart, s, 0, c.size());
+    g.spans = right_branching_spans(grammar_.derivation(chart, s, 0, c.size()));
+  }
+  if (gold_cache_.size() > 200000) gold_cache_.clear();  // bound memory on adversarial input
+  gold_cache_.emplace(std::move(key), g);
+  return g;
 }
 
 bool Data::grammatical(const std::vector<std::string>& source) const {

@@ -1,8 +1,8 @@
 // The data of McCoy, Frank & Linzen (2020) as used by Murty et al. (2023):
 // question formation and tense inflection. Grammar (PCFG) loading, a CKY
-// recogniser, the two transformations, validation of data files and
-// deterministic generation of training sets. No LibTorch: the `groklab_tasks`
-// plugin and the `groklab data` command both link it.
+// recogniser and the gold trees of its parses, the two transformations,
+// validation of data files and deterministic generation of training sets. No
+// LibTorch: the `groklab_tasks` plugin and the `groklab data` command both link it.
 //
 //   auto data = mccoy::Data(mccoy::Kind::QuestionFormation, mccoy::find_data_dir(""));
 //   auto lines = data.generate(100000, 7);   // "the newt does giggle . quest\tdoes the newt giggle ?"
@@ -14,6 +14,7 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 namespace groklab::mccoy {
@@ -84,6 +85,23 @@ class Grammar {
   std::string signature(const std::vector<std::vector<int>>& cells) const;
   // The split k of a binary rule lhs -> X Y with X over [i, k) and Y over [k, j); -1 if none.
   int split(const Chart& c, int lhs, size_t i, size_t j) const;
+  // A node of a derivation: sym over tokens [begin, end) and its children
+  // (indices into the derivation), one per symbol of the rule's right-hand side.
+  struct Node {
+    int sym = -1;
+    size_t begin = 0, end = 0;
+    std::vector<size_t> children;
+  };
+  // One derivation of sym over [i, j) with the grammar's own rules (not the
+  // chart's internal binarisation symbols), root first. Deterministic: at
+  // every node the first rule of sym (file order) that derives the span, with
+  // the earliest boundaries between its children (the first child as short as
+  // possible, then the second, …). Throws std::invalid_argument if sym does
+  // not derive [i, j) in c.
+  std::vector<Node> derivation(const Chart& c, int sym, size_t i, size_t j) const;
+  // The number of derivations of sym over [i, j) (0 if none); a double, as it
+  // can be large. Throws std::runtime_error on a unary cycle.
+  double derivations(const Chart& c, int sym, size_t i, size_t j) const;
   int root() const { return root_; }
 
  private:
@@ -98,6 +116,10 @@ class Grammar {
   void compile();
   int64_t longest(int sym, std::vector<int64_t>& memo, int depth) const;
   void close(uint64_t* cell) const;  // unary closure in place
+  size_t derive(const Chart& c, int sym, size_t i, size_t j, std::vector<Node>& out, int depth) const;
+  bool cuts(const Chart& c, const std::vector<int>& rhs, size_t k, size_t i, size_t j,
+            std::vector<size_t>& at) const;
+  double count(const Chart& c, int sym, size_t i, size_t j, std::vector<double>& memo) const;
 
   std::vector<std::string> names_;
   std::unordered_map<std::string, int> ids_;
@@ -163,6 +185,21 @@ class Data {
   // a question's first auxiliary is its main one; a PRESENT line's verbs agree
   // with their most recent noun); else the reason.
   std::string check(const std::string& line, bool training) const;
+  // The gold binary tree of a sentence (its words without the final "."; TI:
+  // past-tense verbs) from a parse with the task's grammar: the
+  // derivation() of S over the words, each constituent with children
+  // c₁…c_m (m > 2) binarised right-branching, c₁ (c₂ (… (c_{m−1} c_m))).
+  // spans: every constituent of ≥ 2 words, the root included, as inclusive
+  // 1-based word spans [i, j], sorted, each once (a full binary tree: n − 1 of
+  // them); parses: the number of derivations of S over the words (> 1: the
+  // derivation() rule chose; 0: not a sentence of the grammar, no spans).
+  // Cached per cell signature, as parses are. Throws std::runtime_error if a
+  // word is not in the vocabulary (or, TI, a verb is not in the past tense).
+  struct GoldTree {
+    std::vector<std::pair<int64_t, int64_t>> spans;
+    double parses = 0;
+  };
+  GoldTree gold_tree(const std::vector<std::string>& words) const;
   // n distinct training lines (TAB form), deterministic in seed, none of them
   // in the dev, gen or in-distribution test file, all passing check(·, true).
   std::vector<std::string> generate(size_t n, uint64_t seed,
@@ -191,6 +228,7 @@ class Data {
   std::unordered_map<std::string, std::string> present_sg_, present_pl_;  // TI past -> present
   std::unordered_set<std::string> nouns_sg_, nouns_pl_;
   mutable std::unordered_map<std::string, Parse> cache_;       // by cell signature
+  mutable std::unordered_map<std::string, GoldTree> gold_cache_;  // by cell signature
 };
 
 }  // namespace groklab::mccoy
