@@ -600,10 +600,10 @@ std::vector<int64_t> Trainer::run_ensemble(const std::vector<TrainObserver*>& ob
         at::nll_loss(at::log_softmax(m.loss_float64 ? flat.to(torch::kDouble) : flat, 1), t.reshape({-1}), {},
                      at::Reduction::None, -1)
             .view({static_cast<int64_t>(S), -1});
-    std::vector<double> training(S);
-    for (size_t s = 0; s < S; ++s) training[s] = m.members[s].stopped ? 0.0 : 1.0;
+    std::vector<double> active(S);
+    for (size_t s = 0; s < S; ++s) active[s] = m.members[s].stopped ? 0.0 : 1.0;
     const torch::Tensor losses = nll.sum(1) / t.ge(0).sum(1).to(nll.scalar_type());
-    const torch::Tensor total = (losses * torch::tensor(training, losses.options())).sum();
+    const torch::Tensor total = (losses * torch::tensor(active, losses.options())).sum();
     for (auto& p : m.ensemble->parameters(true)) p.mutable_grad() = torch::Tensor();
     for (auto& x : m.members) x.optimizer->zero_grad();
     total.backward();
