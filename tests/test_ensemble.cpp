@@ -215,6 +215,13 @@ TEST_CASE("run.ensemble errors are clear", "[ensemble]") {
   Collect c;
   Trainer t(compose({"run.ensemble=2"}), builtins());
   CHECK_THROWS_WITH(t.run(c), Catch::Contains("run_ensemble"));
+  // An architecture without build_ensemble() (the test plugins' test_linear).
+  const ResolvedConfig plain = Composer(test::test_host().registry())
+                                   .compose(std::string(GROKLAB_SOURCE_DIR) + "/tests/data/tiny_copy.toml",
+                                            {"run.ensemble=2"});
+  CHECK_THROWS_WITH(Trainer(plain, test::test_host().registry()),
+                    Catch::Contains("architecture test_linear (run.ensemble = 2)") &&
+                        Catch::Contains("trains no ensembles"));
   // ensemble = 1 keeps the canonical text (and so every recorded hash) unchanged.
   CHECK(compose({}).canonical().find("ensemble") == std::string::npos);
   CHECK(compose({"run.ensemble=4"}).canonical().find("ensemble = 4") != std::string::npos);

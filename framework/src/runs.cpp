@@ -163,18 +163,27 @@ json result_entry(const std::string& run_id, const std::string& status, const Re
 
 // Sets a recorder to what run rec had recorded up to its checkpoint at step
 // (its series, checkpoints, last metrics); returns that checkpoint's bytes.
+// Run rec's checkpoint entry at step; throws naming the run when it has none.
+const json& checkpoint_at(const RunRecord& rec, int64_t step) {
+  for (const auto& c : rec.checkpoints)
+    if (c.json.at("step").get<int64_t>() == step) return c.json;
+  throw std::runtime_error("run " + rec.start.id.substr(0, 12) + " has no checkpoint at step " + std::to_string(step));
+}
+
+// The bytes of run rec's checkpoint at step.
+std::string checkpoint_bytes(const ledger::Ledger& ledger, const RunRecord& rec, int64_t step) {
+  return ledger.objects().get(checkpoint_at(rec, step).at("objects").at("checkpoint").get<std::string>());
+}
+
 std::string recorder_at(Recorder& r, const ledger::Ledger& ledger, const RunRecord& rec, int64_t step) {
-  const json* at = nullptr;
+  const json* at = &checkpoint_at(rec, step);
   r.checkpoints_ = json::array();
   for (const auto& c : rec.checkpoints) {
     const int64_t s = c.json.at("step").get<int64_t>();
     if (s > step) break;
     r.checkpoints_.push_back(
         {{"step", s}, {"params_hash", c.json.at("params_hash")}, {"object", c.json.at("objects").at("checkpoint")}});
-    if (s == step) at = &c.json;
   }
-  if (at == nullptr)
-    throw std::runtime_error("run " + rec.start.id.substr(0, 12) + " has no checkpoint at step " + std::to_string(step));
   r.series_ = json::parse(ledger.objects().get(at->at("objects").at("series").get<std::string>()));
   r.last_params_hash_ = json_str(*at, "params_hash");
   r.last_metrics_.clear();
@@ -183,7 +192,7 @@ std::string recorder_at(Recorder& r, const ledger::Ledger& ledger, const RunReco
       if (v.is_number()) r.last_metrics_[k] = v.get<double>();
   }
   r.last_step_ = step;
-  return ledger.objects().get(at->at("objects").at("checkpoint").get<std::string>());
+  return checkpoint_bytes(ledger, rec, step);
 }
 
 RunOutcome train_and_record(const ResolvedConfig& config, const PluginHost& host, ledger::Ledger& ledger,
@@ -540,6 +549,52 @@ std::string ReplayReport::summary() const {
 }
 
 namespace {
+
+// Starts a replay's report: the environment now against the record's, and
+// which of the differences are binaries (so bit-exactness is not promised).
+ReplayReport start_report(const std::string& id, int64_t spot_check, const json& env_then, const json& env_now) {
+  ReplayReport report;
+  report.run_id = id;
+  report.mode = spot_check > 0 ? "spot-check" : "full";
+  report.env_diff = environment_diff(env_then, env_now);
+  for (const auto& d : report.env_diff)
+    if (d.rfind("host.hash", 0) == 0 || (d.rfind("plugins.", 0) == 0 && d.find(".hash:") != std::string::npos) ||
+        d.find(".version:") != std::string::npos)
+      report.binary_diff.push_back(d);
+  return report;
+}
+
+// Which k of n checkpoint intervals a spot-check re-trains, ascending: a
+// shuffle seeded with seed, else with the first 16 hex digits of id.
+std::vector<size_t> spot_check_choice(size_t n, int64_t k, std::optional<uint64_t> seed, const std::string& id) {
+  std::vector<size_t> idx(n);
+  for (size_t i = 0; i < n; ++i) idx[i] = i;
+  std::mt19937_64 rng(seed ? *seed : std::stoull(id.substr(0, 16), nullptr, 16));
+  for (size_t i = n; i > 1; --i) std::swap(idx[i - 1], idx[rng() % i]);
+  idx.resize(std::min<size_t>(n, static_cast<size_t>(k)));
+  std::sort(idx.begin(), idx.end());
+  return idx;
+}
+
+// The "replay" entry of run run_id in a replay described by report.
+json replay_entry(const std::string& run_id, const ReplayReport& report, bool identical, int64_t checkpoints,
+                  int64_t metrics, const std::vector<std::string>& overrides, const ResolvedConfig& config,
+                  const json& env_now) {
+  return {{"kind", "replay"},
+          {"run", run_id},
+          {"time", ledger::utc_timestamp()},
+          {"mode", report.mode},
+          {"outcome", identical ? "bit-identical" : "diverged"},
+          {"divergence", report.divergence},
+          {"checkpoints_compared", checkpoints},
+          {"metrics_compared", metrics},
+          {"intervals", report.intervals},
+          {"overrides", overrides},
+          {"config_hash", config.hash()},
+          {"environment", env_now},
+          {"environment_diff", report.env_diff}};
+}
+
 ReplayReport replay_ensemble(const std::string& id, const PluginHost& host, const Composer& composer,
                              ledger::Ledger& ledger, int64_t spot_check, std::optional<uint64_t> seed,
                              const std::vector<std::string>& overrides, TrainObserver* progress);
@@ -559,19 +614,10 @@ ReplayReport replay_recorded(const std::string& run, const PluginHost& host, con
   json series = json::parse(ledger.objects().get(result.at("objects").at("series").get<std::string>()));
   const json& checkpoints = result.at("checkpoints");
 
-  ReplayReport report;
-  report.run_id = rec.start.id;
-  report.mode = spot_check > 0 ? "spot-check" : "full";
-  json env_now = environment(host, config.run.threads, config.run.device);
-  const json& env_then = rec.start.json.at("environment");
-  report.env_diff = environment_diff(env_then, env_now);
-  for (const auto& d : report.env_diff)
-    if (d.rfind("host.hash", 0) == 0 || (d.rfind("plugins.", 0) == 0 && d.find(".hash:") != std::string::npos) ||
-        d.find(".version:") != std::string::npos)
-      report.binary_diff.push_back(d);
+  const json env_now = environment(host, config.run.threads, config.run.device);
+  ReplayReport report = start_report(rec.start.id, spot_check, rec.start.json.at("environment"), env_now);
 
   Comparer cmp(ledger, series, checkpoints, progress);
-  std::vector<size_t> chosen;
   if (spot_check <= 0) {
     try {
       Trainer trainer(config, host.registry());
@@ -579,15 +625,7 @@ ReplayReport replay_recorded(const std::string& run, const PluginHost& host, con
     } catch (const Comparer::Stop&) {
     }
   } else {
-    const size_t n = checkpoints.size();
-    std::vector<size_t> idx(n);
-    for (size_t i = 0; i < n; ++i) idx[i] = i;
-    uint64_t s = seed ? *seed : std::stoull(rec.start.id.substr(0, 16), nullptr, 16);
-    std::mt19937_64 rng(s);
-    for (size_t i = n; i > 1; --i) std::swap(idx[i - 1], idx[rng() % i]);
-    chosen.assign(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(std::min<size_t>(n, static_cast<size_t>(spot_check))));
-    std::sort(chosen.begin(), chosen.end());
-    for (size_t i : chosen) {
+    for (size_t i : spot_check_choice(checkpoints.size(), spot_check, seed, rec.start.id)) {
       TrainPlan plan;
       plan.stop_step = checkpoints[i].at("step").get<int64_t>();
       if (i > 0) plan.resume_from = ledger.objects().get(checkpoints[i - 1].at("object").get<std::string>());
@@ -609,20 +647,8 @@ ReplayReport replay_recorded(const std::string& run, const PluginHost& host, con
   if (cmp.checkpoints_compared == 0 && report.divergence.empty())
     report.divergence = "no recorded checkpoint was compared";
 
-  json entry = {{"kind", "replay"},
-                {"run", rec.start.id},
-                {"time", ledger::utc_timestamp()},
-                {"mode", report.mode},
-                {"outcome", report.identical ? "bit-identical" : "diverged"},
-                {"divergence", report.divergence},
-                {"checkpoints_compared", report.checkpoints_compared},
-                {"metrics_compared", report.metrics_compared},
-                {"intervals", report.intervals},
-                {"overrides", overrides},
-                {"config_hash", config.hash()},
-                {"environment", env_now},
-                {"environment_diff", report.env_diff}};
-  report.replay_id = ledger.append(entry);
+  report.replay_id = ledger.append(replay_entry(rec.start.id, report, report.identical, report.checkpoints_compared,
+                                                report.metrics_compared, overrides, config, env_now));
   return report;
 }
 
@@ -712,7 +738,7 @@ int64_t stopped_at(const RunRecord& rec, const ledger::Ledger& ledger, const Res
 // Where each member starts when the ensemble restarts at step R: from its
 // checkpoint at R (or its last one, if it had stopped by then).
 void members_at(TrainPlan& plan, std::vector<std::unique_ptr<Recorder>>* recorders, const EnsembleRecord& rec,
-                const std::vector<int64_t>& stops, ledger::Ledger& ledger, int64_t R) {
+                const std::vector<int64_t>& stops, const ledger::Ledger& ledger, int64_t R) {
   plan.member_resume.clear();
   plan.member_stopped.clear();
   if (R == 0) return;  // a fresh start for all
@@ -720,9 +746,8 @@ void members_at(TrainPlan& plan, std::vector<std::unique_ptr<Recorder>>* recorde
     const RunRecord& m = rec.members[s];
     const bool stopped = stops[s] <= R;
     const int64_t at = stopped ? stops[s] : R;
-    Recorder scratch(ledger, m.start.id, nullptr);  // replays need the bytes only
-    Recorder& r = recorders ? *(*recorders)[s] : scratch;
-    plan.member_resume.push_back(recorder_at(r, ledger, m, at));
+    plan.member_resume.push_back(recorders ? recorder_at(*(*recorders)[s], ledger, m, at)
+                                           : checkpoint_bytes(ledger, m, at));
     plan.member_stopped.push_back(stopped);
   }
 }
@@ -895,15 +920,8 @@ ReplayReport replay_ensemble(const std::string& id, const PluginHost& host, cons
       throw std::runtime_error("ensemble " + id.substr(0, 12) + ": member " + std::to_string(m.start.json.at("member").get<int64_t>()) + " has status '" +
                                m.status() + "': only finished ensembles can be replayed (resume it first)");
   ResolvedConfig config = ensemble_config(rec, ledger, composer, overrides);
-  ReplayReport report;
-  report.run_id = id;
-  report.mode = spot_check > 0 ? "spot-check" : "full";
-  json env_now = environment(host, config.run.threads, config.run.device);
-  report.env_diff = environment_diff(rec.start.json.at("environment"), env_now);
-  for (const auto& d : report.env_diff)
-    if (d.rfind("host.hash", 0) == 0 || (d.rfind("plugins.", 0) == 0 && d.find(".hash:") != std::string::npos) ||
-        d.find(".version:") != std::string::npos)
-      report.binary_diff.push_back(d);
+  const json env_now = environment(host, config.run.threads, config.run.device);
+  ReplayReport report = start_report(id, spot_check, rec.start.json.at("environment"), env_now);
 
   GroupProgress group(progress);
   std::vector<std::unique_ptr<Comparer>> cmps;
@@ -927,14 +945,7 @@ ReplayReport replay_ensemble(const std::string& id, const PluginHost& host, cons
   if (spot_check <= 0) {
     intervals.emplace_back(0, 0);
   } else {
-    std::vector<size_t> idx(ends.size());
-    for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
-    uint64_t sd = seed ? *seed : std::stoull(id.substr(0, 16), nullptr, 16);
-    std::mt19937_64 rng(sd);
-    for (size_t i = idx.size(); i > 1; --i) std::swap(idx[i - 1], idx[rng() % i]);
-    idx.resize(std::min<size_t>(idx.size(), static_cast<size_t>(spot_check)));
-    std::sort(idx.begin(), idx.end());
-    for (size_t i : idx) intervals.emplace_back(i > 0 ? ends[i - 1] : 0, ends[i]);
+    for (size_t i : spot_check_choice(ends.size(), spot_check, seed, id)) intervals.emplace_back(i > 0 ? ends[i - 1] : 0, ends[i]);
   }
   bool stopped = false;
   for (const auto& [from, to] : intervals) {
@@ -963,20 +974,9 @@ ReplayReport replay_ensemble(const std::string& id, const PluginHost& host, cons
     report.divergence = "no recorded checkpoint was compared";
   for (size_t s = 0; s < cmps.size(); ++s) {
     const bool same = cmps[s]->divergence.empty() && cmps[s]->first_metric.empty() && !stopped;
-    json entry = {{"kind", "replay"},
-                  {"run", rec.members[s].start.id},
-                  {"ensemble", id},
-                  {"time", ledger::utc_timestamp()},
-                  {"mode", report.mode},
-                  {"outcome", same && report.identical ? "bit-identical" : "diverged"},
-                  {"divergence", report.divergence},
-                  {"checkpoints_compared", cmps[s]->checkpoints_compared},
-                  {"metrics_compared", cmps[s]->metrics_compared},
-                  {"intervals", report.intervals},
-                  {"overrides", overrides},
-                  {"config_hash", config.hash()},
-                  {"environment", env_now},
-                  {"environment_diff", report.env_diff}};
+    json entry = replay_entry(rec.members[s].start.id, report, same && report.identical,
+                              cmps[s]->checkpoints_compared, cmps[s]->metrics_compared, overrides, config, env_now);
+    entry["ensemble"] = id;
     report.member_replays.push_back(ledger.append(entry));
   }
   report.replay_id = report.member_replays.front();
