@@ -51,20 +51,6 @@ struct Case {
   std::vector<std::string> add;
 };
 
-// The trainer's step clock: the steps after the warm-up; keeps the last checkpoint.
-struct StepTimer final : TrainObserver {
-  int64_t warmup;
-  Clock::time_point start, end;
-  std::string checkpoint;
-  explicit StepTimer(int64_t w) : warmup(w) {}
-  void on_step(int64_t step, double) override {
-    if (step == warmup) start = Clock::now();
-    end = Clock::now();
-  }
-  void on_eval(int64_t, const std::map<std::string, double>&) override {}
-  void on_checkpoint(const Checkpoint& c) override { checkpoint = c.bytes; }
-};
-
 // The first configuration of a manifest (its first sweep child, if it sweeps).
 ResolvedConfig first_config(const PluginHost& host, const std::string& path, const std::vector<std::string>& overrides,
                             std::string& varied) {
@@ -106,10 +92,10 @@ double step_seconds(const ResolvedConfig& config, const PluginHost& host, int64_
   train.run.checkpoint_every = 0;
   train.run.stop_metric.clear();
   Trainer trainer(train, host.registry());
-  StepTimer timer(warmup);
+  StepClock timer(warmup);
   trainer.run(timer);
   checkpoint = timer.checkpoint;
-  return std::chrono::duration<double>(timer.end - timer.start).count() / static_cast<double>(steps);
+  return timer.seconds() / static_cast<double>(steps);
 }
 
 // The model the timed training produced, with what metrics see during a run.

@@ -90,19 +90,6 @@ std::string manifest(const Shape& s) {
   return m.str();
 }
 
-// Times the steps after the warm-up from the trainer's own step callbacks.
-struct StepClock final : TrainObserver {
-  int64_t warmup;
-  Clock::time_point start, end;
-  explicit StepClock(int64_t w) : warmup(w) {}
-  void on_step(int64_t step, double) override {
-    if (step == warmup) start = Clock::now();
-    end = Clock::now();
-  }
-  void on_eval(int64_t, const std::map<std::string, double>&) override {}
-  void on_checkpoint(const Checkpoint&) override {}
-};
-
 // Steps/s of groklab's real path on shape s; with ensemble = S > 1, steps/s
 // of the ensemble (each step trains S members).
 double groklab_path(const Shape& s, const PluginHost& host, const fs::path& scratch, int64_t ensemble = 1) {
@@ -118,7 +105,7 @@ double groklab_path(const Shape& s, const PluginHost& host, const fs::path& scra
   prov.manifest = "<groklab bench " + label + ">";
   if (ensemble > 1) run_ensemble_recorded(config, host, ledger, prov, &clock);
   else run_recorded(config, host, ledger, prov, &clock);
-  return static_cast<double>(s.steps) / std::chrono::duration<double>(clock.end - clock.start).count();
+  return static_cast<double>(s.steps) / clock.seconds();
 }
 
 // (b) The same model, written the obvious way with torch::nn.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <map>
 #include <string>
 
 #include "groklab/host.h"
@@ -19,6 +20,24 @@ std::string ledger_dir(const std::string& option);
 // A host with every plugin from the default search path loaded; broken
 // libraries are logged as warnings.
 void load_plugins(PluginHost& host);
+
+// Times a run's steps after the first `warmup` (from the trainer's step
+// callbacks, for the benchmarks) and keeps the last checkpoint's bytes.
+struct StepClock final : TrainObserver {
+  explicit StepClock(int64_t w) : warmup(w) {}
+  void on_step(int64_t step, double) override {
+    if (step == warmup) start = std::chrono::steady_clock::now();
+    end = std::chrono::steady_clock::now();
+  }
+  void on_eval(int64_t, const std::map<std::string, double>&) override {}
+  void on_checkpoint(const Checkpoint& c) override { checkpoint = c.bytes; }
+  // Seconds from the end of step `warmup` to the end of the last step.
+  double seconds() const { return std::chrono::duration<double>(end - start).count(); }
+
+  int64_t warmup;
+  std::chrono::steady_clock::time_point start, end;
+  std::string checkpoint;
+};
 
 // Shows a run's progress: a redrawn bar on a terminal (step, steps/s, ETA,
 // latest train/test accuracy), plain log lines every few seconds otherwise.
