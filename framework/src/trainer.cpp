@@ -517,7 +517,6 @@ const Seeds& Trainer::seeds() const { return impl_->members.front().seeds; }
 
 int64_t Trainer::members() const { return static_cast<int64_t>(impl_->members.size()); }
 
-const Seeds& Trainer::member_seeds(int64_t member) const { return impl_->members.at(static_cast<size_t>(member)).seeds; }
 
 ResolvedConfig Trainer::member_config(const ResolvedConfig& config, int64_t member) {
   ResolvedConfig c = config;

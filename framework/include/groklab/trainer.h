@@ -82,6 +82,8 @@ class GROKLAB_API Trainer {
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
+  // The run's random streams (an ensemble: member 0's; member s's are those
+  // of member_config(config, s)).
   const Seeds& seeds() const;
   // Trains per the plan, reporting to obs. Returns the last step run.
   // Throws std::logic_error for an ensemble (use run_ensemble()).
@@ -94,7 +96,6 @@ class GROKLAB_API Trainer {
   // (each a single run's checkpoint of that member). A member that reaches
   // its stop metric stops updating while the others go on.
   int64_t members() const;
-  const Seeds& member_seeds(int64_t member) const;
   // Trains the members per the plan, reporting member s to *obs[s]. Returns
   // each member's last step.
   std::vector<int64_t> run_ensemble(const std::vector<TrainObserver*>& obs, const TrainPlan& plan = {});
