@@ -1,0 +1,30 @@
+// Multi-head attention of one query position over T keys, as a fused CPU
+// kernel with a hand-written backward: what the transformer's last block
+// needs when only the last position is read out (last_block_at_readout).
+#pragma once
+
+#include <torch/torch.h>
+
+namespace groklab::architectures {
+
+// Returns softmax(q_h · k_{t,h} · scale + mask_row[t]) weighted sums of v_{t,h}
+// for every row n and head h:
+//   q        [N, d] (rows may be strided; the last dimension contiguous)
+//   kv       [N, T, 2d]: keys in [..., :d], values in [..., d:]
+//   mask_row [T] additive, or undefined
+// d = heads · hd; head h owns features h·hd … h·hd + hd − 1. Returns [N, d].
+// Differentiable in q and kv (float or double, CPU). Rows are independent
+// and each is computed in a fixed order, so the result of a row does not
+// depend on N or on the thread count. With dropout > 0 (training: dropout on
+// the attention weights) or off the CPU it computes the reference instead.
+torch::Tensor one_query_attention(const torch::Tensor& q, const torch::Tensor& kv, const torch::Tensor& mask_row,
+                                  int64_t heads, double scale, double dropout = 0.0);
+
+// The same computed with ATen ops (elementwise products and sums): the
+// reference the kernel is tested against, and the path with dropout or on
+// other devices.
+torch::Tensor one_query_attention_reference(const torch::Tensor& q, const torch::Tensor& kv,
+                                            const torch::Tensor& mask_row, int64_t heads, double scale,
+                                            double dropout = 0.0);
+
+}  // namespace groklab::architectures
