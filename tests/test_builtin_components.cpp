@@ -129,34 +129,39 @@ TEST_CASE("transformer parameter names follow PyTorch conventions", "[builtin]")
 TEST_CASE("transformer: reading out the last position, the last block runs there alone and computes the same",
           "[builtin][transformer]") {
   // forward() (last block at the last position only) against forward_hooked()
-  // with no hooks set (every block at every position), in float64.
+  // with no hooks set (every block at every position), in float64. With 16
+  // examples of a 5-token vocabulary (more than twice the vocabulary) and one
+  // block, forward() computes the block's input side from the table of
+  // (token, position) rows.
   for (const char* placement : {"off", "pre", "post", "peri", "mlp-pre", "attn-pre", "attn-pre-qk", "attn-pre-v",
                                 "pre-v"})
     for (bool causal : {false, true})
-      for (int64_t depth : {1, 2}) {
-        INFO("layer_norm = " << placement << ", causal = " << causal << ", depth = " << depth);
-        auto m = make_model(small({{"layer_norm", placement}, {"readout", "last"}, {"causal", causal},
-                                   {"depth", depth}, {"attn_bias", true}, {"final_ln", true}}),
-                            kTiny);
-        m->to(torch::kDouble);
-        const auto x = tiny_inputs();
-        auto grads = [&](const torch::Tensor& y) {
-          m->zero_grad();
-          (y * torch::linspace(-1, 1, y.numel(), torch::kDouble).view(y.sizes())).sum().backward();
-          std::vector<torch::Tensor> g;
-          for (auto& p : m->parameters()) g.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
-          return g;
-        };
-        ForwardHooks none;
-        const torch::Tensor full = m->forward_hooked(x, none);
-        const auto g_full = grads(full);
-        const torch::Tensor fast = m->forward(x);
-        const auto g_fast = grads(fast);
-        REQUIRE(fast.sizes() == torch::IntArrayRef({4, 1, 5}));
-        CHECK(torch::allclose(fast, full, 1e-12, 1e-12));
-        REQUIRE(g_fast.size() == g_full.size());
-        for (size_t i = 0; i < g_fast.size(); ++i) CHECK(torch::allclose(g_fast[i], g_full[i], 1e-10, 1e-12));
-      }
+      for (int64_t depth : {1, 2})
+        for (int64_t batch : {4, 16}) {
+          INFO("layer_norm = " << placement << ", causal = " << causal << ", depth = " << depth << ", batch = " << batch);
+          auto m = make_model(small({{"layer_norm", placement}, {"readout", "last"}, {"causal", causal},
+                                     {"depth", depth}, {"attn_bias", true}, {"final_ln", true}}),
+                              kTiny);
+          m->to(torch::kDouble);
+          torch::manual_seed(batch);
+          const auto x = batch == 4 ? tiny_inputs() : torch::randint(0, 5, {batch, 3}, torch::kLong);
+          auto grads = [&](const torch::Tensor& y) {
+            m->zero_grad();
+            (y * torch::linspace(-1, 1, y.numel(), torch::kDouble).view(y.sizes())).sum().backward();
+            std::vector<torch::Tensor> g;
+            for (auto& p : m->parameters()) g.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+            return g;
+          };
+          ForwardHooks none;
+          const torch::Tensor full = m->forward_hooked(x, none);
+          const auto g_full = grads(full);
+          const torch::Tensor fast = m->forward(x);
+          const auto g_fast = grads(fast);
+          REQUIRE(fast.sizes() == torch::IntArrayRef({batch, 1, 5}));
+          CHECK(torch::allclose(fast, full, 1e-12, 1e-12));
+          REQUIRE(g_fast.size() == g_full.size());
+          for (size_t i = 0; i < g_fast.size(); ++i) CHECK(torch::allclose(g_fast[i], g_full[i], 1e-10, 1e-12));
+        }
 }
 
 TEST_CASE("transformer: every LayerNorm placement computes and its gradients match finite differences",

@@ -254,29 +254,31 @@ struct Attention : torch::nn::Module {
     return out.view({S, tgt, B, d_}).transpose(1, 2);
   }
 
+  // The keys and values of k_in and v_in [..., d] packed as [..., 2d]: one
+  // projection when they come from the same tensor.
+  Tensor project_kv(const Tensor& k_in, const Tensor& v_in) const {
+    if (!k_in.is_same(v_in)) return at::cat({k_proj->forward(k_in), v_proj->forward(v_in)}, -1);
+    const Tensor& wk = k_proj->weight;
+    const Tensor w = at::cat({wk, v_proj->weight}, wk.dim() - 2);  // output features
+    const Tensor b = k_proj->bias.defined() ? at::cat({k_proj->bias, v_proj->bias}, -1) : Tensor();
+    return Linear::apply(k_in, w, b);
+  }
+
   // Attention of one query position over every key, batch-first, for the
-  // last block at the read-out position: q_in [B, d] (rows may be strided, as
-  // a position of [B, T, d] is), k_in and v_in [B, T, d]; for an ensemble a
-  // leading member dimension S on all three. mask_row: the query's row of the
-  // additive mask, [1, T], or undefined. Returns [B, d] ([S, B, d]).
-  // Keys and values are one packed projection when they come from the same
-  // tensor; the scores, softmax and weighted sum are one fused kernel
-  // (one_query_attention.h) over every row, members included, so an ensemble
-  // member computes exactly what its single run does.
-  Tensor forward_one_query(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const Tensor& mask_row,
-                           double dropout, bool training) const {
-    const int64_t hd = d_ / heads_, T = k_in.size(-2);
-    Tensor kv;
-    if (k_in.is_same(v_in)) {
-      const Tensor& wk = k_proj->weight;
-      const Tensor w = at::cat({wk, v_proj->weight}, wk.dim() - 2);  // output features
-      const Tensor b = k_proj->bias.defined() ? at::cat({k_proj->bias, v_proj->bias}, -1) : Tensor();
-      kv = Linear::apply(k_in, w, b);
-    } else {
-      kv = at::cat({k_proj->forward(k_in), v_proj->forward(v_in)}, -1);
-    }
-    const Tensor q = q_proj->forward(q_in);
-    const Tensor out = one_query_attention(q.reshape({-1, d_}), kv.reshape({-1, T, 2 * d_}),
+  // last block at the read-out position: the projected query q [B, d] and
+  // the packed keys and values kv [B, T, 2d] (project_kv()); for an ensemble
+  // a leading member dimension S on both. With rows ([B, T], an ensemble's
+  // [S·B, T] offset per member), kv is instead a table [R, 2d] ([S, R, 2d])
+  // and rows pick each example's keys and values from it. mask_row: the
+  // query's row of the additive mask, [1, T], or undefined. Returns [B, d]
+  // ([S, B, d]). The scores, softmax and weighted sum are one fused kernel
+  // (one_query_attention.h) over every row, members included, so an
+  // ensemble member computes exactly what its single run does.
+  Tensor attend_one_query(const Tensor& q, const Tensor& kv, const Tensor& rows, const Tensor& mask_row,
+                          double dropout, bool training) const {
+    const int64_t hd = d_ / heads_, T = rows.defined() ? rows.size(1) : kv.size(-2);
+    const Tensor packed = rows.defined() ? kv.reshape({-1, 2 * d_}) : kv.reshape({-1, T, 2 * d_});
+    const Tensor out = one_query_attention(q.reshape({-1, d_}), packed, rows,
                                            mask_row.defined() ? mask_row.view({T}) : mask_row, heads_,
                                            1 / std::sqrt(static_cast<double>(hd)), training ? dropout : 0.0);
     return out_proj->forward(out.view(q.sizes()));
@@ -402,23 +404,33 @@ struct Block : torch::nn::Module {
   // and the LayerNorms after attention run on one position instead of T.
   // mask_row: the last row of the additive mask ([1, T]), or undefined.
   Tensor forward_last(const Tensor& x, const Tensor& mask_row, bool training) const {
-    auto drop = [&](const Tensor& t) {
-      return dropout_ > 0.0 && training ? at::dropout(t, dropout_, true) : t;
-    };
     const int64_t T = x.size(-2);
-    Tensor xl = x.narrow(-2, T - 1, 1);
-    if (p_.post) {
-      xl = ln_attn->forward(xl + drop(attend_last(x.select(-2, T - 1), x, x, mask_row, training)));
-      return ln_mlp->forward(xl + drop(mlp->forward(xl, dropout_, training)));
-    }
-    const Tensor xn = ln_attn ? ln_attn->forward(x) : Tensor();
-    Tensor a = attend_last((p_.attn_q ? xn : x).select(-2, T - 1), p_.attn_k ? xn : x, p_.attn_v ? xn : x,
-                           mask_row, training);
-    if (ln_attn_out) a = ln_attn_out->forward(a);
-    xl = xl + drop(a);
-    Tensor m = mlp->forward(ln_mlp ? ln_mlp->forward(xl) : xl, dropout_, training);
-    if (ln_mlp_out) m = ln_mlp_out->forward(m);
-    return xl + drop(m);
+    const Tensor x_last = x.select(-2, T - 1);
+    const Tensor xn = ln_attn && !p_.post ? ln_attn->forward(x) : Tensor();
+    auto in = [&](bool normed) { return normed ? xn : x; };
+    const Tensor q = attn->q_proj->forward(p_.attn_q ? xn.select(-2, T - 1) : x_last);
+    const Tensor kv = attn->project_kv(in(p_.attn_k), in(p_.attn_v));
+    return finish_last(x_last, attn->attend_one_query(q, kv, Tensor(), mask_row, dropout_, training), training);
+  }
+
+  // forward_last() of a first block whose input rows are token embedding +
+  // position, from a table of every (token, position) pair instead of every
+  // example's rows: x_table [V·T, d] ([S, V·T, d]) holds row v·T + t for
+  // token v at position t, idx [B, T] (member s's rows offset by s·V·T) picks
+  // each example's rows. Everything before attention mixes positions is a
+  // function of the row alone (LayerNorm, the q/k/v projections), so it runs
+  // on the V·T table rows and is gathered after: the same values as
+  // forward_last() on the gathered rows, summed in another order.
+  Tensor forward_last_from_table(const Tensor& x_table, const Tensor& idx, const Tensor& mask_row,
+                                 bool training) const {
+    const int64_t T = idx.size(1);
+    const Tensor xn = ln_attn && !p_.post ? ln_attn->forward(x_table) : Tensor();
+    auto in = [&](bool normed) { return normed ? xn : x_table; };
+    const Tensor last = idx.select(1, T - 1);
+    const Tensor q = gather(attn->q_proj->forward(in(p_.attn_q)), last);
+    const Tensor kv = attn->project_kv(in(p_.attn_k), in(p_.attn_v));  // [V·T, 2d]: read through idx
+    return finish_last(gather(x_table, last), attn->attend_one_query(q, kv, idx, mask_row, dropout_, training),
+                       training);
   }
 
   std::shared_ptr<Attention> attn;
@@ -432,11 +444,35 @@ struct Block : torch::nn::Module {
     if (stacked_) return attn->forward_stacked(q, k, v, mask);
     return attn->forward(q, k, v, mask, dropout_, training, hooks, layer);
   }
-  // The attention sublayer at forward_last's one query position, q [B, d]
-  // ([S, B, d]); returns [B, 1, d] ([S, B, 1, d]).
-  Tensor attend_last(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask_row,
-                     bool training) const {
-    return attn->forward_one_query(q, k, v, mask_row, dropout_, training).unsqueeze(-2);
+  // The rest of forward_last() once the attention output a [B, d] ([S, B, d])
+  // of the last position x_last [B, d] is known; returns [B, 1, d].
+  Tensor finish_last(const Tensor& x_last, Tensor a, bool training) const {
+    auto drop = [&](const Tensor& t) {
+      return dropout_ > 0.0 && training ? at::dropout(t, dropout_, true) : t;
+    };
+    Tensor xl = x_last.unsqueeze(-2);
+    a = a.unsqueeze(-2);
+    if (p_.post) {
+      xl = ln_attn->forward(xl + drop(a));
+      return ln_mlp->forward(xl + drop(mlp->forward(xl, dropout_, training)));
+    }
+    if (ln_attn_out) a = ln_attn_out->forward(a);
+    xl = xl + drop(a);
+    Tensor m = mlp->forward(ln_mlp ? ln_mlp->forward(xl) : xl, dropout_, training);
+    if (ln_mlp_out) m = ln_mlp_out->forward(m);
+    return xl + drop(m);
+  }
+
+  // Rows idx ([B, T] or [B]) of table [N, X], as [B, T, X] ([B, X]); an
+  // ensemble's table [S, N, X] with member s's indices offset by s·N gives
+  // [S, B, T, X] ([S, B, X]).
+  static Tensor gather(const Tensor& table, const Tensor& idx) {
+    if (table.dim() == 2) return at::embedding(table, idx, -1, false, false);
+    const int64_t S = table.size(0);
+    const Tensor rows = at::embedding(table.reshape({-1, table.size(-1)}), idx, -1, false, false);
+    std::vector<int64_t> shape{S, idx.size(0) / S};
+    for (int64_t i = 1; i < rows.dim(); ++i) shape.push_back(rows.size(i));
+    return rows.view(shape);
   }
 
   Placement p_;
@@ -494,6 +530,15 @@ class Net {
       throw std::invalid_argument("transformer: an ensemble of " + std::to_string(S) + " members got " +
                                   std::to_string(inputs.size(0)) + " rows, not a multiple of " + std::to_string(S));
     const int64_t B = S > 0 ? inputs.size(0) / S : inputs.size(0), d = c_.d_model;
+    const bool last_only = hooks == nullptr && c_.readout == "last" && c_.last_block_at_readout && !blocks_.empty();
+    Tensor mask;
+    if (c_.causal)
+      mask = torch::full({T, T}, -std::numeric_limits<double>::infinity(), embed_weight_.options()).triu(1);
+    if (last_only && blocks_.size() == 1 && !(c_.dropout > 0.0 && training) && 2 * embed_weight_.size(-2) < B)
+      return readout(blocks_[0]->forward_last_from_table(token_position_table(T), table_rows(inputs),
+                                                         mask.defined() ? mask.narrow(0, T - 1, 1) : mask,
+                                                         training),
+                     B);
     Tensor h;
     if (S > 0) {
       // Member s's tokens index rows s·V … s·V + V − 1 of the stacked tables.
@@ -519,10 +564,7 @@ class Net {
       h = h + (T == spec_.seq_len ? pos_ : pos_.narrow(0, 0, T));
     }
     if (c_.dropout > 0.0 && training) h = at::dropout(h, c_.dropout, true);
-    Tensor mask;
-    if (c_.causal)
-      mask = torch::full({T, T}, -std::numeric_limits<double>::infinity(), h.options()).triu(1);
-    if (hooks == nullptr && c_.readout == "last" && c_.last_block_at_readout && !blocks_.empty()) {
+    if (last_only) {
       // Only the last position is read out: the last block runs there alone.
       for (size_t l = 0; l + 1 < blocks_.size(); ++l) h = blocks_[l]->forward(h, mask, training);
       h = blocks_.back()->forward_last(h, mask.defined() ? mask.narrow(0, T - 1, 1) : mask, training);
@@ -541,6 +583,13 @@ class Net {
         if (hooks->record_hidden) hooks->hidden.push_back(h);
       }
     }
+    return readout(h, B);
+  }
+
+  // The logits of the last block's output h [B, T, d] ([S, B, T, d]) read
+  // out at the last position or at all.
+  Tensor readout(Tensor h, int64_t B) const {
+    const int64_t S = c_.members, T = h.size(-2), d = c_.d_model;
     if (S > 0) {
       // Each member's rows meet its own readout in one bmm.
       const Tensor w = c_.tied_readout ? embed_weight_.transpose(1, 2) : readout_;
@@ -557,6 +606,29 @@ class Net {
     }
     if (ln_final_) h = ln_final_->forward(h);
     return h.matmul(w);
+  }
+
+  // The first block's input rows for every (token, position) pair: row
+  // v·T + t is token v's embedding (scaled as forward() scales it) plus
+  // position t; [V·T, d], an ensemble's [S, V·T, d]. The same elementwise
+  // ops as forward(), so a row equals the row forward() builds.
+  Tensor token_position_table(int64_t T) const {
+    Tensor e = embed_weight_;
+    if (c_.embed_scale == "sqrt_d") e = at::mul(e, py_scalar(std::sqrt(static_cast<double>(c_.d_model))));
+    const Tensor p = T == spec_.seq_len ? pos_ : pos_.narrow(-2, 0, T);
+    const int64_t V = e.size(-2), d = c_.d_model;
+    const Tensor table = e.unsqueeze(-2) + p.unsqueeze(-3);  // [..., V, T, d]
+    return c_.members > 0 ? table.view({c_.members, V * T, d}) : table.view({V * T, d});
+  }
+
+  // Each example's rows of token_position_table(): [B, T] (an ensemble's
+  // [S·B, T], member s's offset by s·V·T).
+  Tensor table_rows(const Tensor& inputs) const {
+    const int64_t T = inputs.size(1), V = embed_weight_.size(-2), S = c_.members;
+    Tensor rows = inputs * T + torch::arange(T, inputs.options());
+    if (S > 0)
+      rows = rows + (torch::arange(S, inputs.options()) * (V * T)).repeat_interleave(inputs.size(0) / S).unsqueeze(1);
+    return rows;
   }
 
   // The additive [B·heads, T, T] mask of ForwardHooks::attend ([B, T] keys or
