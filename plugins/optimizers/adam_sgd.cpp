@@ -22,6 +22,8 @@
 // is bit-identical to an uninterrupted one.
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <utility>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -290,6 +292,7 @@ class Adam final : public Scheduled {
   void on_attach() override { state_.assign(params_.size(), State()); }
 
   void update(double lr) override {
+    scalars_.clear();
     for (size_t i = 0; i < params_.size(); ++i) {
       Tensor& param = params_[i].second;
       Tensor grad = param.grad();
@@ -302,25 +305,41 @@ class Adam final : public Scheduled {
       s.step += 1;
       const double wd = decay_of(i);
       if (decoupled_) {
-        param.mul_(1 - lr * wd);
+        param.mul_(scalar(1 - lr * wd, param));
       } else if (wd != 0) {
         grad = grad.add(param, wd);
       }
-      s.exp_avg.mul_(beta1_).add_(grad, 1 - beta1_);
-      s.exp_avg_sq.mul_(beta2_).addcmul_(grad, grad, 1 - beta2_);
+      s.exp_avg.mul_(scalar(beta1_, param)).add_(grad, 1 - beta1_);
+      s.exp_avg_sq.mul_(scalar(beta2_, param)).addcmul_(grad, grad, 1 - beta2_);
       const double step = static_cast<double>(s.step);
       const double bias_correction1 = 1 - std::pow(beta1_, step);
       const double bias_correction2 = 1 - std::pow(beta2_, step);
       const double step_size = lr / bias_correction1;
       const double bias_correction2_sqrt = std::sqrt(bias_correction2);
-      const Tensor denom = (s.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps_);
+      const Tensor denom = at::div(s.exp_avg_sq.sqrt(), scalar(bias_correction2_sqrt, param))
+                               .add_(scalar(eps_, param));
       param.addcdiv_(s.exp_avg, denom, -step_size);
     }
+  }
+
+  // v as the operand PyTorch makes of a Python float in `tensor * v`: a 0-d
+  // CPU tensor in the parameter's dtype, so the op computes the same bits.
+  // Passed as a double, LibTorch wraps v in a double tensor and converts it
+  // on every call (five conversions per parameter per step, most of the
+  // update's dispatches on a small model); here each value is made once per
+  // update.
+  const Tensor& scalar(double v, const Tensor& like) {
+    const auto key = std::make_pair(v, like.scalar_type());
+    auto it = scalars_.find(key);
+    if (it == scalars_.end())
+      it = scalars_.emplace(key, torch::scalar_tensor(v, torch::TensorOptions().dtype(like.scalar_type()))).first;
+    return it->second;
   }
 
   bool decoupled_;
   double beta1_, beta2_, eps_;
   std::vector<State> state_;
+  std::map<std::pair<double, c10::ScalarType>, Tensor> scalars_;  // scalar()'s, this update's
 };
 
 // torch.optim.SGD (dampening 0).
