@@ -289,7 +289,11 @@ class Adam final : public Scheduled {
     Tensor exp_avg, exp_avg_sq;
   };
 
-  void on_attach() override { state_.assign(params_.size(), State()); }
+  void on_attach() override {
+    state_.assign(params_.size(), State());
+    scratch_ = Tensor();
+    views_.clear();
+  }
 
   void update(double lr) override {
     scalars_.clear();
@@ -320,20 +324,28 @@ class Adam final : public Scheduled {
       // (the same kernels and bits as the out-of-place ops): two fresh
       // parameter-sized tensors per parameter per step otherwise, and
       // their page faults, a fifth of a step on the 6-layer d 512 model.
-      Tensor denom = scratch(param);
+      Tensor& denom = scratch(i);
       at::sqrt_out(denom, s.exp_avg_sq);
       denom.div_(scalar(bias_correction2_sqrt, param)).add_(scalar(eps_, param));
       param.addcdiv_(s.exp_avg, denom, -step_size);
     }
   }
 
-  // A tensor of like's shape, dtype and device, its values undefined: a view
-  // of one buffer kept across parameters and steps.
-  Tensor scratch(const Tensor& like) {
+  // A tensor of parameter i's shape, dtype and device, its values undefined:
+  // a view of one buffer kept across parameters and steps (the views too).
+  Tensor& scratch(size_t i) {
+    const Tensor& like = params_[i].second;
     if (!scratch_.defined() || scratch_.numel() < like.numel() || scratch_.scalar_type() != like.scalar_type() ||
-        scratch_.device() != like.device())
-      scratch_ = torch::empty({like.numel()}, like.options());
-    return scratch_.narrow(0, 0, like.numel()).view(like.sizes());
+        scratch_.device() != like.device()) {
+      int64_t most = 0;
+      for (const auto& p : params_) most = std::max(most, p.second.numel());
+      scratch_ = torch::empty({most}, like.options());
+      views_.assign(params_.size(), Tensor());
+    }
+    Tensor& v = views_[i];
+    if (!v.defined() || v.scalar_type() != like.scalar_type() || v.device() != like.device())
+      v = scratch_.narrow(0, 0, like.numel()).view(like.sizes());
+    return v;
   }
 
   // v as the operand PyTorch makes of a Python float in `tensor * v`: a 0-d
@@ -355,6 +367,7 @@ class Adam final : public Scheduled {
   std::vector<State> state_;
   std::map<std::pair<double, c10::ScalarType>, Tensor> scalars_;  // scalar()'s, this update's
   Tensor scratch_;                                                 // scratch()'s buffer
+  std::vector<Tensor> views_;                                      // and its view per parameter
 };
 
 // torch.optim.SGD (dampening 0).
