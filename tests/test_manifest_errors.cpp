@@ -281,6 +281,14 @@ TEST_CASE("override errors point at the argument", "[manifest][errors][overrides
         "<command line>:8:1: task.x.y: not a key path; expected task.<key>");
 }
 
+TEST_CASE("an override ending inside a quoted escape is an error, not an empty sweep",
+          "[manifest][errors][overrides]") {
+  // Found by fuzz_manifest: the escape skipped past the end, the value had no
+  // part, and the sweep's size became 0 (then a division by zero).
+  CHECK(errors_of(kParts, {"run.seed=\"1\\", "run.steps=1,2"}) ==
+        "<command line>:1:10: run.seed: invalid TOML value: Error while parsing string: encountered end-of-file");
+}
+
 TEST_CASE("sweep errors", "[manifest][errors][sweep]") {
   SECTION("keys, lists and values") {
     CHECK(errors_of(kParts + "[sweep]\n\"run.sede\" = [1, 2]\n\"tsk.x\" = [1]\n\"run.seed\" = 3\n"

@@ -625,7 +625,7 @@ void Context::parse_overrides(const std::vector<std::string>& args, std::vector<
       }
       char c = arg[i];
       if (quote) {
-        if (c == '\\' && quote == '"') ++i;
+        if (c == '\\' && quote == '"' && i + 1 < arg.size()) ++i;  // not past the end: the last part stays
         else if (c == quote) quote = 0;
       } else if (c == '"' || c == '\'') {
         quote = c;
