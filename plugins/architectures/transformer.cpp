@@ -29,7 +29,14 @@
 // PyTorch 1.13's nn.MultiheadAttention (batch_first, slow path) and the model
 // in grok_reference.py, and init = "reference" draws from torch's default
 // generator in the order that model's constructor does, so the default
-// experiment is bit-identical to the Python peer (tests/test_builtin_peer.cpp).
+// experiment with last_block_at_readout = false is bit-identical to the
+// Python peer (tests/test_builtin_peer.cpp). With readout = "last" and
+// last_block_at_readout (the default) it computes the same function by a
+// shorter route, equal up to float summation order: the last block runs at
+// the last position only (Block::forward_last), its attention is one fused
+// kernel (one_query_attention.h), and a one-block model whose batch has more
+// than twice the vocabulary's rows computes the block's input side once per
+// (token, position) pair (Block::forward_last_from_table).
 #include <ATen/ScalarOps.h>
 
 #include <cmath>
