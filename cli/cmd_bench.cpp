@@ -73,9 +73,10 @@ std::vector<Shape> ensemble_shapes() {
           {"tiny", 1, 64, 4, 256, 114, 3, 32, true, 300, 10}};
 }
 
-// (a) The manifest of a shape: random tokens, loss at every position, AdamW
-// as the peer's (lr 1e-3, betas 0.9/0.98, weight decay 1), no metrics,
-// checkpoint at the end only.
+// (a) The manifest of a shape: random tokens, loss at every position in
+// float32 (as the peer's and the hand loop's cross_entropy; groklab's default
+// is float64), AdamW as the peer's (lr 1e-3, betas 0.9/0.98, weight decay 1),
+// no metrics, checkpoint at the end only.
 std::string manifest(const Shape& s) {
   std::ostringstream m;
   m << "[task]\nplugin = \"random_tokens\"\nvocab = " << s.vocab << "\nseq_len = " << s.seq
@@ -85,7 +86,7 @@ std::string manifest(const Shape& s) {
     << (s.pre_ln ? "true" : "false")
     << "\nattn_bias = true\ncausal = true\nreadout = \"all\"\ninit = \"pytorch\"\n\n"
        "[optimizer]\nplugin = \"adamw\"\nlr = 1e-3\nbeta1 = 0.9\nbeta2 = 0.98\nweight_decay = 1.0\n\n"
-       "[run]\nthreads = 1\ncheckpoint_every = 0\nbatch_size = "
+       "[run]\nthreads = 1\nloss_dtype = \"float32\"\ncheckpoint_every = 0\nbatch_size = "
     << s.batch << "\nsteps = " << s.warmup + s.steps << "\neval_every = " << s.warmup + s.steps << "\n";
   return m.str();
 }
