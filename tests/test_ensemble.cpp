@@ -18,6 +18,8 @@
 #include "groklab/runs.h"
 #include "support.h"
 
+#include <nlohmann/json.hpp>
+
 using namespace groklab;
 using test::builtins;
 
@@ -318,6 +320,89 @@ TEST_CASE("an ensemble is recorded as an ensemble entry and one run per member, 
   }
   CHECK_THROWS_WITH(resume_ensemble_recorded(stopped, test::builtin_host(), composer, ledger),
                     Catch::Contains("already finished"));
+}
+
+namespace {
+
+// Cuts entries.jsonl of the ledger in dir after its first line for which
+// keep_through(entry) holds, as a kill at that moment would leave it.
+template <class F>
+void kill_after(const std::filesystem::path& dir, F keep_through) {
+  const auto file = dir / "entries.jsonl";
+  std::ifstream in(file);
+  std::string kept, line;
+  bool cut = false;
+  while (!cut && std::getline(in, line)) {
+    kept += line + "\n";
+    cut = keep_through(nlohmann::json::parse(line));
+  }
+  REQUIRE(cut);
+  in.close();
+  std::ofstream(file, std::ios::trunc) << kept;
+}
+
+}  // namespace
+
+TEST_CASE("an ensemble killed between its members' checkpoints resumes from the last step all of them reached",
+          "[ensemble][ledger]") {
+  Composer composer(builtins());
+  const ResolvedConfig config = compose({"run.ensemble=3"});
+  test::TempDir whole_dir("ensemble-whole"), killed_dir("ensemble-killed");
+  auto whole = ledger::Ledger::create(whole_dir.path.string());
+  const EnsembleOutcome o = run_ensemble_recorded(config, test::builtin_host(), whole, {});
+  REQUIRE(o.status == "finished");
+
+  // Killed after member 0's checkpoint at step 16, before members 1 and 2 wrote theirs.
+  {
+    auto ledger = ledger::Ledger::create(killed_dir.path.string());
+    StopAt stop(20);
+    CHECK_THROWS_AS(run_ensemble_recorded(config, test::builtin_host(), ledger, {}, &stop), Interrupted);
+  }
+  std::string member0;
+  kill_after(killed_dir.path, [&](const nlohmann::json& e) {
+    if (e.value("kind", "") == "run" && e.value("member", -1) == 0) member0 = e.at("id").get<std::string>();
+    return e.value("kind", "") == "checkpoint" && e.value("run", "") == member0 && e.value("step", 0) == 16;
+  });
+  auto ledger = ledger::Ledger::open(killed_dir.path.string());
+  REQUIRE(ledger.verify().ok);
+  std::vector<size_t> checkpoints;
+  for (const auto& r : load_runs(ledger)) {
+    CHECK(r.status() == "started");
+    checkpoints.push_back(r.checkpoints.size());
+  }
+  CHECK(checkpoints == std::vector<size_t>{2, 1, 1});
+
+  const EnsembleOutcome resumed = resume_ensemble_recorded(member0, test::builtin_host(), composer, ledger);
+  REQUIRE(resumed.members.size() == 3);
+  for (size_t s = 0; s < 3; ++s) {
+    INFO("member " << s);
+    CHECK(resumed.members[s].params_hash == o.members[s].params_hash);
+    CHECK(resumed.members[s].steps == o.members[s].steps);
+  }
+  for (const auto& e : load_runs(ledger)) CHECK(e.status() == "finished");
+  CHECK(ledger.verify().ok);
+}
+
+TEST_CASE("an ensemble killed while recording its members' run entries cannot resume, and says so",
+          "[ensemble][ledger]") {
+  Composer composer(builtins());
+  test::TempDir dir("ensemble-half");
+  {
+    auto ledger = ledger::Ledger::create(dir.path.string());
+    run_ensemble_recorded(compose({"run.ensemble=3", "run.steps=8"}), test::builtin_host(), ledger, {});
+  }
+  std::string ensemble;
+  kill_after(dir.path, [&](const nlohmann::json& e) {
+    if (e.value("kind", "") == "ensemble") ensemble = e.at("id").get<std::string>();
+    return e.value("kind", "") == "run" && e.value("member", -1) == 0;
+  });
+  auto ledger = ledger::Ledger::open(dir.path.string());
+  REQUIRE(ledger.verify().ok);
+  CHECK_THROWS_WITH(resume_ensemble_recorded(ensemble, test::builtin_host(), composer, ledger),
+                    Catch::Contains("has no run entry for member 1") &&
+                        Catch::Contains("killed while recording its members"));
+  CHECK_THROWS_WITH(replay_recorded(ensemble, test::builtin_host(), composer, ledger),
+                    Catch::Contains("has no run entry for member 1"));
 }
 
 TEST_CASE("groklab run with run.ensemble: a table of members, replay by a member id, no sweeps of ensembles",
