@@ -938,7 +938,7 @@ void register_transformer(Registrar& r) {
                    "with readout = last, run the last block at the last position only (nothing reads "
                    "the others), a one-block model's input side once per (token, position) pair when "
                    "the batch has over twice the vocabulary's rows, and its attention as one fused "
-                   "kernel: the same logits, gradients equal up to float summation order, about 3.5x "
+                   "kernel: the same logits, gradients equal up to float summation order, about 4x "
                    "faster on 3-token tasks; false computes every position, as PyTorch code does, "
                    "bit-for-bit"),
       [](const Params& p) { return std::make_shared<TransformerArchitecture>(p); });
