@@ -138,7 +138,8 @@ TEST_CASE("transformer: reading out the last position, the last block runs there
     for (bool causal : {false, true})
       for (int64_t depth : {1, 2})
         for (int64_t batch : {4, 16}) {
-          INFO("layer_norm = " << placement << ", causal = " << causal << ", depth = " << depth << ", batch = " << batch);
+          INFO("layer_norm = " << placement << ", causal = " << causal << ", depth = " << depth
+                               << ", batch = " << batch);
           auto m = make_model(small({{"layer_norm", placement}, {"readout", "last"}, {"causal", causal},
                                      {"depth", depth}, {"attn_bias", true}, {"final_ln", true}}),
                               kTiny);

@@ -179,6 +179,15 @@ TEST_CASE("one_query_attention: a row's result does not depend on the other rows
   }
 }
 
+TEST_CASE("one_query_attention: a second derivative is refused, not silently zero", "[builtin][transformer]") {
+  const auto q = torch::randn({4, 8}, torch::kDouble).requires_grad_(true);
+  const auto kv = torch::randn({4, 3, 16}, torch::kDouble).requires_grad_(true);
+  const auto out = one_query_attention(q, kv, {}, {}, 2, 0.5).sum();
+  CHECK_THROWS_WITH(torch::autograd::grad({out}, {q}, {}, /*retain_graph=*/true, /*create_graph=*/true),
+                    Catch::Contains("no second derivatives") && Catch::Contains("last_block_at_readout = false"));
+  CHECK(torch::autograd::grad({out}, {q})[0].sizes() == q.sizes());  // first derivatives as usual
+}
+
 TEST_CASE("one_query_attention: bad shapes are refused with what was expected", "[builtin][transformer]") {
   const auto q = torch::randn({4, 8}), kv = torch::randn({4, 3, 16});
   CHECK_THROWS_WITH(one_query_attention(q, torch::randn({4, 3, 8}), {}, {}, 2, 1.0),

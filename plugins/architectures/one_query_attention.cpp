@@ -167,6 +167,13 @@ struct OneQueryAttention : torch::autograd::Function<OneQueryAttention> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list none{Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
     if (!grads[0].defined()) return none;
+    // The backward is a raw kernel: its outputs carry no graph, so a second
+    // derivative would silently be zero. Grad mode is on here only for
+    // create_graph = true.
+    if (torch::GradMode::is_enabled())
+      throw std::runtime_error(
+          "one_query_attention: no second derivatives (create_graph = true); the transformer's full path "
+          "has them: architecture.last_block_at_readout = false");
     const auto saved = ctx->get_saved_variables();
     const Tensor &q = saved[0], &kv = saved[1], &att = saved[2], &rows = saved[3];
     const int64_t heads = ctx->saved_data["heads"].toInt();
