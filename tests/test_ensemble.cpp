@@ -224,6 +224,22 @@ TEST_CASE("run.ensemble errors are clear", "[ensemble]") {
   CHECK_THROWS_WITH(Trainer(plain, test::test_host().registry()),
                     Catch::Contains("architecture test_linear (run.ensemble = 2)") &&
                         Catch::Contains("trains no ensembles"));
+  // Members whose batches differ in rows (seeds 0 and 1: training splits of 32
+  // and 40): full batches, or a batch size one split covers and the other not.
+  auto uneven = [&](const std::string& batch_size) {
+    return Composer(test::test_host().registry())
+        .compose(std::string(GROKLAB_SOURCE_DIR) + "/tests/data/tiny_copy.toml",
+                 {"run.ensemble=2", "run.seed=0", "run.seed_streams=\"shared\"", "task.odd_seed_examples=8",
+                  "run.batch_size=" + batch_size});
+  };
+  CHECK_THROWS_WITH(Trainer(uneven("0"), test::test_host().registry()),
+                    Catch::Contains("member 1's training batch has 40 rows (training split 40), member 0's 32") &&
+                        Catch::Contains("an ensemble needs equal batches"));
+  CHECK_THROWS_WITH(Trainer(uneven("36"), test::test_host().registry()),
+                    Catch::Contains("member 1's training batch has 36 rows (training split 40), member 0's 32") &&
+                        Catch::Contains("an ensemble needs equal batches"));
+  // Minibatches of 8 fit both: the check passes and the architecture is what refuses.
+  CHECK_THROWS_WITH(Trainer(uneven("8"), test::test_host().registry()), Catch::Contains("trains no ensembles"));
   // ensemble = 1 keeps the canonical text (and so every recorded hash) unchanged.
   CHECK(compose({}).canonical().find("ensemble") == std::string::npos);
   CHECK(compose({"run.ensemble=4"}).canonical().find("ensemble = 4") != std::string::npos);
@@ -276,7 +292,7 @@ TEST_CASE("an ensemble is recorded as an ensemble entry and one run per member, 
   auto ledger = ledger::Ledger::create(dir.path.string());
   Composer composer(builtins());
   const ResolvedConfig config =
-      compose({"run.ensemble=3", "run.stop_metric=\"train_accuracy\"", "run.stop_threshold=0.5", "run.steps=40"});
+      compose({"run.ensemble=3", "run.stop_metric=\"train_accuracy\"", "run.stop_threshold=0.3", "run.steps=60"});
   EnsembleOutcome o = run_ensemble_recorded(config, test::builtin_host(), ledger, {});
   REQUIRE(o.members.size() == 3);
   CHECK(o.status == "finished");
@@ -303,13 +319,25 @@ TEST_CASE("an ensemble is recorded as an ensemble entry and one run per member, 
   CHECK_FALSE(perturbed.identical);
   CHECK_THAT(perturbed.divergence, Catch::Contains("member 0"));
 
-  // Interrupted at step 13 (after the checkpoint at 8), resumed: the same bits as uninterrupted.
-  StopAt stop(13);
+  // Interrupted at step 45 (after the checkpoint at 40): members 1 and 2 had
+  // reached their stop metric at 42 and finished; member 0 (stops at 48) was
+  // interrupted. The resume continues member 0 only, to the same bits.
+  REQUIRE(o.members[0].steps == 48);
+  REQUIRE(o.members[1].steps == 42);
+  REQUIRE(o.members[2].steps == 42);
+  StopAt stop(45);
   CHECK_THROWS_AS(run_ensemble_recorded(config, test::builtin_host(), ledger, {}, &stop), Interrupted);
   std::string stopped;
+  std::vector<std::string> members;  // the interrupted ensemble's, in member order
   for (const auto& r : load_runs(ledger))
-    if (r.status() == "interrupted") stopped = r.start.id;
-  REQUIRE(!stopped.empty());
+    if (r.start.json.contains("member") && r.start.json.value("ensemble", "") != o.ensemble_id)
+      members.push_back(r.start.id);
+  REQUIRE(members.size() == 3);
+  auto status_of = [&](const std::string& run) { return load_run(ledger, run).status(); };
+  CHECK(status_of(members[0]) == "interrupted");
+  CHECK(status_of(members[1]) == "finished");
+  CHECK(status_of(members[2]) == "finished");
+  stopped = members[0];
   CHECK_THROWS_WITH(resume_recorded(stopped, test::builtin_host(), composer, ledger),
                     Catch::Contains("resumes as a whole"));
   EnsembleOutcome resumed = resume_ensemble_recorded(stopped, test::builtin_host(), composer, ledger);
@@ -318,6 +346,21 @@ TEST_CASE("an ensemble is recorded as an ensemble entry and one run per member, 
     CHECK(resumed.members[s].params_hash == o.members[s].params_hash);
     CHECK(resumed.members[s].steps == o.members[s].steps);
   }
+  // The finished members keep their one result and get no resume entry.
+  std::map<std::string, int> results, resumes;
+  ledger.for_each_entry([&](const ledger::Entry& e) {
+    const std::string kind = e.json.value("kind", "");
+    if (kind == "result") ++results[e.json.value("run", "")];
+    if (kind == "resume") ++resumes[e.json.value("run", "")];
+    return true;
+  });
+  CHECK(results[members[0]] == 2);  // interrupted, then finished
+  CHECK(results[members[1]] == 1);
+  CHECK(results[members[2]] == 1);
+  CHECK(resumes[members[0]] == 1);
+  CHECK(resumes[members[1]] == 0);
+  CHECK(status_of(members[0]) == "finished");
+  CHECK(resumed.members[1].result_id == load_run(ledger, members[1]).result->id);
   CHECK_THROWS_WITH(resume_ensemble_recorded(stopped, test::builtin_host(), composer, ledger),
                     Catch::Contains("already finished"));
 }

@@ -53,7 +53,7 @@ TEST_CASE("components from a plugin are usable end to end", "[host]") {
   PluginHost host;
   host.load_directory(kGood);
   const auto& reg = host.registry();
-  auto task = reg.find(Kind::Task, "test_copy")->make_task(Params({{"vocab", 16}, {"examples", 8}}));
+  auto task = reg.find(Kind::Task, "test_copy")->make_task(Params({{"vocab", 16}, {"examples", 8}, {"odd_seed_examples", 0}}));
   task->prepare(7);
   auto batch = task->batch("train", torch::arange(8));
   auto arch = reg.find(Kind::Architecture, "test_linear")->make_architecture(Params({{"width", 4}}));

@@ -251,6 +251,7 @@ TEST_CASE("the canonical form is sorted TOML with every default explicit", "[man
         "[task]\n"
         "plugin = \"test_copy\"\n"
         "examples = 64\n"
+        "odd_seed_examples = 0\n"
         "vocab = 32\n");
 }
 

@@ -161,8 +161,6 @@ json result_entry(const std::string& run_id, const std::string& status, const Re
   return e;
 }
 
-// Sets a recorder to what run rec had recorded up to its checkpoint at step
-// (its series, checkpoints, last metrics); returns that checkpoint's bytes.
 // Run rec's checkpoint entry at step; throws naming the run when it has none.
 const json& checkpoint_at(const RunRecord& rec, int64_t step) {
   for (const auto& c : rec.checkpoints)
@@ -175,6 +173,8 @@ std::string checkpoint_bytes(const ledger::Ledger& ledger, const RunRecord& rec,
   return ledger.objects().get(checkpoint_at(rec, step).at("objects").at("checkpoint").get<std::string>());
 }
 
+// Sets a recorder to what run rec had recorded up to its checkpoint at step
+// (its series, checkpoints, last metrics); returns that checkpoint's bytes.
 std::string recorder_at(Recorder& r, const ledger::Ledger& ledger, const RunRecord& rec, int64_t step) {
   const json* at = &checkpoint_at(rec, step);
   r.checkpoints_ = json::array();
@@ -192,7 +192,7 @@ std::string recorder_at(Recorder& r, const ledger::Ledger& ledger, const RunReco
       if (v.is_number()) r.last_metrics_[k] = v.get<double>();
   }
   r.last_step_ = step;
-  return checkpoint_bytes(ledger, rec, step);
+  return ledger.objects().get(at->at("objects").at("checkpoint").get<std::string>());
 }
 
 RunOutcome train_and_record(const ResolvedConfig& config, const PluginHost& host, ledger::Ledger& ledger,
@@ -717,12 +717,18 @@ ResolvedConfig ensemble_config(const EnsembleRecord& rec, const ledger::Ledger& 
   return composer.compose_string(text, "<ledger ensemble " + rec.start.id.substr(0, 12) + ">", overrides);
 }
 
+// Whether member rec already has a "finished" result (it reached its stop
+// metric before the ensemble was interrupted or failed).
+bool has_finished(const RunRecord& rec) {
+  return rec.result && json_str(rec.result->json, "status") == "finished";
+}
+
 // The step at which member rec stopped training, as far as its checkpoints
 // tell: its result's steps when it finished, else the step of its last
 // checkpoint if the run's stop rule (last step, or the stop metric reached
 // there) says it stopped; otherwise it was still training (INT64_MAX).
 int64_t stopped_at(const RunRecord& rec, const ledger::Ledger& ledger, const ResolvedConfig& config) {
-  if (rec.result && json_str(rec.result->json, "status") == "finished") return rec.result->json.at("steps").get<int64_t>();
+  if (has_finished(rec)) return rec.result->json.at("steps").get<int64_t>();
   if (rec.checkpoints.empty()) return INT64_MAX;
   const json& last = rec.checkpoints.back().json;
   const int64_t step = last.at("step").get<int64_t>();
@@ -736,15 +742,17 @@ int64_t stopped_at(const RunRecord& rec, const ledger::Ledger& ledger, const Res
 }
 
 // Where each member starts when the ensemble restarts at step R: from its
-// checkpoint at R (or its last one, if it had stopped by then).
+// checkpoint at R, or its last one if it had stopped by then (or, with
+// keep_finished, if it has a finished result: a resume leaves it as it ended).
 void members_at(TrainPlan& plan, std::vector<std::unique_ptr<Recorder>>* recorders, const EnsembleRecord& rec,
-                const std::vector<int64_t>& stops, const ledger::Ledger& ledger, int64_t R) {
+                const std::vector<int64_t>& stops, const ledger::Ledger& ledger, int64_t R,
+                bool keep_finished = false) {
   plan.member_resume.clear();
   plan.member_stopped.clear();
   if (R == 0) return;  // a fresh start for all
   for (size_t s = 0; s < rec.members.size(); ++s) {
     const RunRecord& m = rec.members[s];
-    const bool stopped = stops[s] <= R;
+    const bool stopped = stops[s] <= R || (keep_finished && has_finished(m));
     const int64_t at = stopped ? stops[s] : R;
     plan.member_resume.push_back(recorders ? recorder_at(*(*recorders)[s], ledger, m, at)
                                            : checkpoint_bytes(ledger, m, at));
@@ -757,7 +765,8 @@ void members_at(TrainPlan& plan, std::vector<std::unique_ptr<Recorder>>* recorde
 EnsembleOutcome train_ensemble_and_record(const ResolvedConfig& config, const PluginHost& host,
                                           ledger::Ledger& ledger, const std::string& ensemble_id,
                                           const std::vector<std::string>& run_ids,
-                                          std::vector<std::unique_ptr<Recorder>>& recorders, const TrainPlan& plan) {
+                                          std::vector<std::unique_ptr<Recorder>>& recorders, const TrainPlan& plan,
+                                          const std::vector<std::string>& finished_results = {}) {
   auto t0 = std::chrono::steady_clock::now();
   auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
   std::vector<TrainObserver*> obs;
@@ -768,12 +777,23 @@ EnsembleOutcome train_ensemble_and_record(const ResolvedConfig& config, const Pl
     out.status = status;
     json results = json::array();
     for (size_t s = 0; s < recorders.size(); ++s) {
-      json r = result_entry(run_ids[s], status, *recorders[s], ledger, seconds(), steps[s]);
-      if (!error.empty()) r["error"] = error;
+      // A member that had reached its stop metric before the ensemble failed
+      // or was interrupted finished: only those still training share the
+      // ensemble's status.
+      const auto& last = recorders[s]->last_metrics_;
+      const auto stop = config.run.stop_metric.empty() ? last.end() : last.find(config.run.stop_metric);
+      const bool done = status == "finished" || (stop != last.end() && stop->second >= config.run.stop_threshold);
+      const std::string member_status = done ? "finished" : status;
       RunOutcome o;
       o.run_id = run_ids[s];
-      o.result_id = ledger.append(r);
-      o.status = status;
+      if (s < finished_results.size() && !finished_results[s].empty()) {
+        o.result_id = finished_results[s];  // finished before this resume: recorded once
+      } else {
+        json r = result_entry(run_ids[s], member_status, *recorders[s], ledger, seconds(), steps[s]);
+        if (!error.empty() && !done) r["error"] = error;
+        o.result_id = ledger.append(r);
+      }
+      o.status = member_status;
       o.steps = steps[s];
       o.params_hash = recorders[s]->last_params_hash_;
       o.final_metrics = recorders[s]->last_metrics_;
@@ -813,31 +833,12 @@ EnsembleOutcome train_ensemble_and_record(const ResolvedConfig& config, const Pl
 }  // namespace
 
 std::string ensemble_of(const ledger::Ledger& ledger, const std::string& entry) {
-  const std::string full = ledger.resolve(entry);
-  std::string run_id, found_kind;
-  json found;
-  ledger.for_each_entry([&](const ledger::Entry& e) {
-    if (e.id == full) {
-      found = e.json;
-      return false;
-    }
-    return true;
-  });
-  const std::string kind = json_str(found, "kind");
-  if (kind == "ensemble") return full;
-  if (kind == "ensemble_result") return json_str(found, "ensemble");
-  if (kind == "run") return json_str(found, "ensemble");
-  run_id = json_str(found, "run");
-  if (run_id.empty()) return "";
-  std::string ens;
-  ledger.for_each_entry([&](const ledger::Entry& e) {
-    if (e.id == run_id) {
-      ens = json_str(e.json, "ensemble");
-      return false;
-    }
-    return true;
-  });
-  return ens;
+  const ledger::Entry found = ledger.get(entry);
+  const std::string kind = json_str(found.json, "kind");
+  if (kind == "ensemble") return found.id;
+  if (kind == "ensemble_result" || kind == "run") return json_str(found.json, "ensemble");
+  const std::string run_id = json_str(found.json, "run");  // a checkpoint, result, resume or replay
+  return run_id.empty() ? "" : json_str(ledger.get(run_id).json, "ensemble");
 }
 
 EnsembleOutcome run_ensemble_recorded(const ResolvedConfig& config, const PluginHost& host, ledger::Ledger& ledger,
@@ -894,9 +895,12 @@ EnsembleOutcome resume_ensemble_recorded(const std::string& entry, const PluginH
     recorders.push_back(std::make_unique<Recorder>(ledger, m.start.id, &group));
   }
   TrainPlan plan;
-  members_at(plan, &recorders, rec, stops, ledger, R);
+  members_at(plan, &recorders, rec, stops, ledger, R, /*keep_finished=*/true);
   const json env = environment(host, config.run.threads, config.run.device);
-  for (const auto& m : rec.members)
+  std::vector<std::string> finished;  // the result of each member that already finished
+  for (const auto& m : rec.members) {
+    finished.push_back(has_finished(m) ? m.result->id : std::string());
+    if (has_finished(m)) continue;  // it stays as it ended: no resume, no second result
     ledger.append({{"kind", "resume"},
                    {"run", m.start.id},
                    {"time", ledger::utc_timestamp()},
@@ -904,7 +908,8 @@ EnsembleOutcome resume_ensemble_recorded(const std::string& entry, const PluginH
                    {"previous_status", m.status()},
                    {"ensemble", id},
                    {"environment", env}});
-  return train_ensemble_and_record(config, host, ledger, id, run_ids, recorders, plan);
+  }
+  return train_ensemble_and_record(config, host, ledger, id, run_ids, recorders, plan, finished);
 }
 
 namespace {

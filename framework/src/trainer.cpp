@@ -207,10 +207,17 @@ struct Trainer::Impl {
     return m;
   }
 
+  // The rows of member m's training batch: its whole split (run.batch_size
+  // 0, or at least the split), else run.batch_size.
+  int64_t batch_rows(const Member& m) const {
+    const int64_t n = m.task->size(m.train_split), bs = cfg.run.batch_size;
+    return bs == 0 || bs >= n ? n : bs;
+  }
+
   Batch next_batch(Member& m) {
     const int64_t n = m.task->size(m.train_split);
     const int64_t bs = cfg.run.batch_size;
-    if (bs == 0 || bs >= n) {
+    if (batch_rows(m) == n) {
       if (!m.full_batch.inputs.defined()) m.full_batch = on_device(m.task->batch(m.train_split, torch::arange(n)));
       return m.full_batch;
     }
@@ -283,7 +290,7 @@ struct Trainer::Impl {
       ctx.model = m.model.get();
       ctx.task = m.task.get();
       ctx.step = step;
-      ctx.seed = m.seeds.metric ^ (static_cast<uint64_t>(step) * 0x9E3779B97F4A7C15ull);
+      ctx.seed = Trainer::metric_seed(m.seeds.metric, step);
       if (!m.params_before.empty()) {
         ctx.params_before = &m.params_before;
         ctx.gradients = &m.gradients;
@@ -364,12 +371,15 @@ struct Trainer::Impl {
     if (ensemble) {
       m.dropout_state = dropout_state;  // an ensemble's members draw no dropout
     } else {
-      set_generator_state(default_generator(), dropout_state);
+      std::vector<std::pair<std::string, torch::Tensor>> states;
+      states.reserve(2);
+      states.emplace_back("torch_default", dropout_state);
       if (device.is_cuda()) {
         if (!rng.contains("cuda_default"))
           throw std::runtime_error("checkpoint has no CUDA generator state: it was not written by a CUDA run");
-        set_generator_state(cuda_generator(device), rng.at("cuda_default").toTensor());
+        states.emplace_back("cuda_default", rng.at("cuda_default").toTensor());
       }
+      set_rng_states(states);
     }
     m.order_gen.set_state(rng.at("order").toTensor());
     auto data = d.at("data").toGenericDict();
@@ -481,12 +491,19 @@ Trainer::Trainer(const ResolvedConfig& config, const Registry& registry) : impl_
     Member& x = m.members.back();
     torch::manual_seed(x.seeds.dropout);
     x.dropout_state = generator_state(default_generator());
+    // The batched model takes equal row blocks per member: every member's
+    // batch must have member 0's rows (a full batch of a split of another
+    // size, or one that run.batch_size covers for one member and not another,
+    // would hand one member's rows to the next).
     const Member& first = m.members.front();
-    if (x.task->size(x.train_split) != first.task->size(first.train_split) && config.run.batch_size == 0)
-      throw std::runtime_error("run.ensemble: member " + std::to_string(s) + "'s training split has " +
-                               std::to_string(x.task->size(x.train_split)) + " examples, member 0's " +
-                               std::to_string(first.task->size(first.train_split)) +
-                               "; a full-batch ensemble needs equal training splits");
+    if (m.batch_rows(x) != m.batch_rows(first)) {
+      std::ostringstream why;
+      why << "run.ensemble: member " << s << "'s training batch has " << m.batch_rows(x) << " rows (training split "
+          << x.task->size(x.train_split) << "), member 0's " << m.batch_rows(first) << " (training split "
+          << first.task->size(first.train_split) << ", run.batch_size " << config.run.batch_size
+          << "); an ensemble needs equal batches";
+      throw std::runtime_error(why.str());
+    }
   }
   std::vector<std::shared_ptr<Model>> models;
   for (const auto& x : m.members) models.push_back(x.model);
@@ -517,6 +534,10 @@ const Seeds& Trainer::seeds() const { return impl_->members.front().seeds; }
 
 int64_t Trainer::members() const { return static_cast<int64_t>(impl_->members.size()); }
 
+
+uint64_t Trainer::metric_seed(uint64_t metric_stream, int64_t step) {
+  return metric_stream ^ (static_cast<uint64_t>(step) * 0x9E3779B97F4A7C15ull);
+}
 
 ResolvedConfig Trainer::member_config(const ResolvedConfig& config, int64_t member) {
   ResolvedConfig c = config;
@@ -578,11 +599,12 @@ std::vector<int64_t> Trainer::run_ensemble(const std::vector<TrainObserver*>& ob
   };
   while (m.step < stop && training()) {
     ++m.step;
-    // Every member's batch, member-major; a stopped member's last one keeps the shapes.
+    // Every member's batch, member-major; a stopped member's last one keeps
+    // the shapes (one that was resumed stopped draws one: it updates no more).
     std::vector<torch::Tensor> inputs;
     std::vector<Batch> batches;
     for (auto& x : m.members) {
-      if (!x.stopped) x.last_batch = m.next_batch(x);
+      if (!x.stopped || !x.last_batch.inputs.defined()) x.last_batch = m.next_batch(x);
       batches.push_back(x.last_batch);
       inputs.push_back(x.last_batch.inputs);
     }

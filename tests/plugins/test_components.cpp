@@ -11,9 +11,12 @@ using namespace groklab;
 
 class CopyTask final : public Task {
  public:
-  explicit CopyTask(const Params& p) : vocab_(p.get_int("vocab")), n_(p.get_int("examples")) {}
+  explicit CopyTask(const Params& p)
+      : vocab_(p.get_int("vocab")), base_(p.get_int("examples")), odd_extra_(p.get_int("odd_seed_examples")),
+        n_(base_) {}
   TaskSpec spec() const override { return {vocab_, 4, vocab_}; }
   void prepare(uint64_t seed) override {
+    n_ = base_ + (seed % 2 == 1 ? odd_extra_ : 0);
     auto g = torch::make_generator<at::CPUGeneratorImpl>(seed);
     x_ = torch::randint(vocab_, {n_, 4}, g, torch::kLong);
   }
@@ -25,7 +28,7 @@ class CopyTask final : public Task {
   }
 
  private:
-  int64_t vocab_, n_;
+  int64_t vocab_, base_, odd_extra_, n_;
   torch::Tensor x_;
 };
 
@@ -102,7 +105,8 @@ GROKLAB_PLUGIN(test_components, "1.2.3",
                r) {
   r.add_task("test_copy", "copy random tokens",
              Schema().integer("vocab", 16, "vocabulary size").range(2, 1000)
-                     .integer("examples", 64, "number of examples").min(1),
+                     .integer("examples", 64, "number of examples").min(1)
+                     .integer("odd_seed_examples", 0, "extra examples when the split seed is odd").min(0),
              [](const Params& p) { return std::make_shared<CopyTask>(p); });
   r.add_architecture("test_linear", "embedding then a linear readout",
                      Schema().integer("width", 8, "embedding width").min(1),

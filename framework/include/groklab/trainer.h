@@ -101,6 +101,9 @@ class GROKLAB_API Trainer {
   std::vector<int64_t> run_ensemble(const std::vector<TrainObserver*>& obs, const TrainPlan& plan = {});
   // Member s of an ensemble config as a single run: seed + s, ensemble = 1.
   static ResolvedConfig member_config(const ResolvedConfig& config, int64_t member);
+  // The seed a metric gets at an evaluation at step (EvalContext::seed),
+  // from the run's metric stream seed.
+  static uint64_t metric_seed(uint64_t metric_stream, int64_t step);
 
   // The step a checkpoint was taken at.
   static int64_t checkpoint_step(const std::string& bytes);
