@@ -58,7 +58,10 @@ ResolvedConfig first_config(const PluginHost& host, const std::string& path, con
   auto children = composer.expand(path, overrides);
   if (children.empty()) throw std::runtime_error(path + ": no configuration");
   for (const auto& [key, value] : children.front().varied) varied += " " + key + "=" + value.canonical();
-  return children.front().config;
+  const ResolvedConfig& config = children.front().config;
+  if (config.run.ensemble <= 1) return config;
+  varied += " (member 0 of run.ensemble = " + std::to_string(config.run.ensemble) + ")";
+  return Trainer::member_config(config, 0);  // its cost per member is a single run's
 }
 
 // A metric's configuration from its schema defaults, with `every` set.
@@ -72,8 +75,20 @@ ComponentConfig metric_config(const PluginHost& host, const std::string& spec, i
     if (!p.default_value) throw std::runtime_error("--add: metric '" + name + "' needs parameter " + p.name);
     values[p.name] = *p.default_value;
   }
-  values["every"] =
-      Value(static_cast<int64_t>(colon == std::string::npos ? default_every : std::stoll(spec.substr(colon + 1))));
+  int64_t every = default_every;
+  if (colon != std::string::npos) {
+    const std::string text = spec.substr(colon + 1);
+    size_t used = 0;
+    try {
+      every = std::stoll(text, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != text.size() || every < 1)
+      throw std::runtime_error("--add " + spec + ": expected NAME:EVERY with EVERY a whole number of steps >= 1, got '" +
+                               text + "'");
+  }
+  values["every"] = Value(every);
   return {name, Params(values)};
 }
 
@@ -166,12 +181,15 @@ json measure(const Case& c, const PluginHost& host, const BenchMetricsArgs& args
       ctx.model = t.model.get();
       ctx.task = t.task.get();
       ctx.step = every;
-      ctx.seed = t.seeds.metric ^ (static_cast<uint64_t>(every) * 0x9E3779B97F4A7C15ull);  // as the trainer mixes it
+      ctx.seed = Trainer::metric_seed(t.seeds.metric, every);
       ctx.params_before = &t.before;
       ctx.gradients = &t.gradients;
       ctx.initial_params = &t.initial;
       torch::NoGradGuard no_grad;  // as the trainer calls metrics
       t.model->eval();
+      // The second evaluation is timed: a metric may build what it keeps on
+      // its first (ntk_distance's K₀), which a run pays once, not every time.
+      metric->evaluate(ctx);
       const auto start = Clock::now();
       const auto values = metric->evaluate(ctx);
       const double eval_s = std::chrono::duration<double>(Clock::now() - start).count();

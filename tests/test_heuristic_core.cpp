@@ -290,4 +290,20 @@ eval_every = 5
   CHECK(rows[3].at("every") == 10);  // --add without a cadence: the largest of the manifest's
   for (const auto& row : rows) CHECK(row.at("fraction").get<double>() >= 0);
   CHECK(j["configs"][0].at("step_seconds").get<double>() > 0);
+
+  // An ensemble is measured as its member 0 (a member's cost is a single run's).
+  const std::string ensemble_json = (dir.path / "ensemble.json").string();
+  auto e = test::run_groklab("-q bench-metrics " + manifest.string() +
+                             " run.ensemble=2 --steps 2 --warmup 1 --json " + ensemble_json);
+  INFO(e.out);
+  CHECK(e.status == 0);
+  std::ifstream ein(ensemble_json);
+  CHECK_THAT(nlohmann::json::parse(ein)["configs"][0].at("name").get<std::string>(),
+             Catch::Contains("member 0 of run.ensemble = 2"));
+  // A cadence that is not a whole number of steps >= 1 is refused, naming the argument.
+  for (const char* bad : {"ntk_distance:x", "ntk_distance:0", "ntk_distance:5s"}) {
+    auto b = test::run_groklab("-q bench-metrics " + manifest.string() + " --steps 2 --add " + bad);
+    CHECK(b.status != 0);
+    CHECK_THAT(b.out, Catch::Contains(std::string("--add ") + bad + ": expected NAME:EVERY"));
+  }
 }
