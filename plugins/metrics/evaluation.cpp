@@ -48,17 +48,9 @@ class SplitMetric : public Metric {
   virtual Tensor indices(const EvalContext& ctx, const std::string& split) {
     return torch::arange(ctx.task->size(split), torch::kLong);
   }
-  // Adds the numerator and denominator of the examples at idx. Default: one
-  // forward pass, then accumulate().
+  // Adds the numerator and denominator of the examples at idx.
   virtual void evaluate_batch(const EvalContext& ctx, const std::string& split, const Tensor& idx,
-                              double& num, double& den) {
-    Batch b = ctx.task->batch(split, idx);
-    Tensor logits = ctx.model->forward(b.inputs);
-    accumulate(*ctx.task, logits, b, num, den);
-  }
-  // Adds this batch's numerator and denominator.
-  virtual void accumulate(const Task& task, const Tensor& logits, const Batch& b, double& num,
-                          double& den) = 0;
+                              double& num, double& den) = 0;
 
  private:
   std::string split_;
@@ -88,11 +80,6 @@ class Accuracy final : public SplitMetric {
     count_correct(*ctx.model, *ctx.task, split, idx, num, den);
   }
 
-  void accumulate(const Task& task, const Tensor& logits, const Batch& b, double& num,
-                  double& den) override {
-    add_correct(task, logits, b, num, den);
-  }
-
   int64_t max_examples_;
 };
 
@@ -102,8 +89,10 @@ class Loss final : public SplitMetric {
   explicit Loss(const Params& p) : SplitMetric(p, "loss") {}
 
  private:
-  void accumulate(const Task&, const Tensor& logits, const Batch& b, double& num,
-                  double& den) override {
+  void evaluate_batch(const EvalContext& ctx, const std::string& split, const Tensor& idx, double& num,
+                      double& den) override {
+    const Batch b = ctx.task->batch(split, idx);
+    const Tensor logits = ctx.model->forward(b.inputs);
     const int64_t L = logits.size(1), T = b.targets.size(1);
     const Tensor targets = b.targets.narrow(1, T - L, L).reshape({-1});
     const Tensor lg = logits.reshape({-1, logits.size(2)}).to(torch::kDouble);

@@ -118,7 +118,8 @@ class NtkDistance final : public Metric {
         at += size;
       }
     }
-    return jac.mm(jac.t()).to(torch::kDouble).cpu();
+    const Tensor j64 = jac.to(torch::kDouble);  // K summed in float64, not rounded to float32 first
+    return j64.mm(j64.t()).cpu();
   }
 
   std::string split_;
