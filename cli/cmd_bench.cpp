@@ -57,6 +57,11 @@ struct Shape {
                              2.0 * d * vocab;
     return 3.0 * per_token * static_cast<double>(batch * seq);
   }
+
+  json to_json() const {
+    return {{"layers", layers}, {"d_model", d},     {"heads", heads}, {"d_ff", d_ff},
+            {"vocab", vocab},   {"seq", seq},       {"batch", batch}, {"ln", pre_ln ? "pre" : "post"}};
+  }
 };
 
 // The two configurations of issue #10: the default experiment's model (pre-LN)
@@ -69,8 +74,10 @@ std::vector<Shape> shapes() {
 // The ensemble configurations of issue #10: "small", and a tiny model where a
 // single run is furthest from compute-bound.
 std::vector<Shape> ensemble_shapes() {
-  return {{"small", 1, 128, 4, 512, 114, 3, 64, true, 200, 10},
-          {"tiny", 1, 64, 4, 256, 114, 3, 32, true, 300, 10}};
+  Shape small = shapes().front();
+  small.steps = 200;  // an ensemble step trains S members: fewer of them
+  small.warmup = 10;
+  return {small, {"tiny", 1, 64, 4, 256, 114, 3, 32, true, 300, 10}};
 }
 
 // (a) The manifest of a shape: random tokens, loss at every position in
@@ -318,8 +325,7 @@ void bench(const BenchArgs& a) {
     std::printf("%-6s %8.1f st/s %8.1f st/s %8.1f st/s %7.3f %7.3f %9.2f %6.1f%%\n", s.name.c_str(), A, B, C, A / B,
                 A / C, achieved / 1e9, 100 * achieved / peak);
     json c = {{"name", s.name},
-              {"shape", {{"layers", s.layers}, {"d_model", s.d}, {"heads", s.heads}, {"d_ff", s.d_ff},
-                         {"vocab", s.vocab}, {"seq", s.seq}, {"batch", s.batch}, {"ln", s.pre_ln ? "pre" : "post"}}},
+              {"shape", s.to_json()},
               {"timed_steps", s.steps},
               {"groklab_steps_per_s", ga},
               {"hand_loop_steps_per_s", hb},
@@ -358,8 +364,7 @@ void bench(const BenchArgs& a) {
       summary["ensembles"].push_back(
           {{"name", s.name},
            {"members", S},
-           {"shape", {{"layers", s.layers}, {"d_model", s.d}, {"heads", s.heads}, {"d_ff", s.d_ff},
-                      {"vocab", s.vocab}, {"seq", s.seq}, {"batch", s.batch}}},
+           {"shape", s.to_json()},
            {"single_steps_per_s", single},
            {"ensemble_steps_per_s", group},
            {"median", {{"single", one}, {"ensemble", all}}},

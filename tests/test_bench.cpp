@@ -39,7 +39,7 @@ TEST_CASE("random_tokens: random tokens and targets at every position, fixed by 
 TEST_CASE("groklab bench measures the three paths and writes its ratios", "[bench][cli]") {
   TempDir dir("bench");
   const std::string out = (dir.path / "bench.json").string();
-  auto r = test::run_groklab("-q bench --rounds 1 --only small --json " + out);
+  auto r = test::run_groklab("-q bench --rounds 1 --only small --ensemble 2 --json " + out);
   INFO(r.out);
   REQUIRE(r.status == 0);
   CHECK_THAT(r.out, Catch::Contains("GEMM peak") && Catch::Contains("a/b"));
@@ -53,4 +53,11 @@ TEST_CASE("groklab bench measures the three paths and writes its ratios", "[benc
   CHECK(j.at("gemm_peak_gflops").get<double>() > 0);
   // The peer ran, or the summary says why not.
   CHECK((c.contains("ratio_groklab_over_peer") || j.contains("peer_skipped")));
+  // The ensemble of 2 against 2 single runs, on small.
+  REQUIRE(j.at("ensembles").size() == 1);
+  const auto& e = j.at("ensembles")[0];
+  CHECK(e.at("name") == "small");
+  CHECK(e.at("members") == 2);
+  CHECK(e.at("gain_over_single_runs").get<double>() > 0);
+  CHECK(e.at("aggregate_member_steps_per_s").get<double>() > 0);
 }
